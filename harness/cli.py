@@ -1,0 +1,231 @@
+"""`harness <task> ...`: argv -> Hydra -> typed config -> the task. The only place that turns a
+config into typed objects.
+
+    harness bench gemm,all_reduce bench.dtype=float32 launch.nproc=2
+    harness bench all_reduce bench.dtype=float32,bfloat16 -m      # a Hydra multirun sweep
+    torchrun --nproc-per-node 2 -m harness bench all_reduce      # ranks from the launcher
+
+Every job of a command (every element of a sweep) is composed and validated before anything
+runs, so bad input ends with one line and exit code 2, and no run directory.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import __version__, display, dist
+from harness.bench import BENCHMARKS
+from harness.bench.driver import SuitePlan, plan_suite
+from harness.config import bench_spec, compose, expand_sweep, register_configs, resolve_nproc, to_typed
+from harness.config.compose import config_dir, group_options
+from harness.config.docs import describe
+from harness.config.schema import BenchConfig, RunConfig
+from harness.config.validate import validate_common
+from harness.devices import memory_bytes, resolve_device_type
+from harness.errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError
+
+TASKS = {"bench": "microbenchmarks of compute and communication"}
+# Hydra's own flags that pass through (with the number of values each takes).
+_HYDRA_FLAGS = {"-m": 0, "--multirun": 0, "--cfg": 1, "-c": 1, "--resolve": 0, "--package": 1, "-p": 1, "--info": 0}
+_WORKER = "_rank"  # hidden task: a rank started by the harness's own local launcher
+
+
+@dataclass
+class Prepared:
+    """A job's config, validated, with what it will run."""
+
+    cfg: RunConfig
+    plan: SuitePlan
+    device_type: str
+
+
+def prepare(overrides: list[str]) -> Prepared:
+    """Compose and validate one job; ConfigError for anything wrong."""
+    cfg = to_typed(compose(overrides))
+    validate_common(cfg)
+    device_type = resolve_device_type(cfg.device)
+    spec = bench_spec(cfg.bench, cfg.seed)
+    plan = plan_suite(list(cfg.bench.names), spec, device_type, memory_bytes(device_type))
+    return Prepared(cfg, plan, device_type)
+
+
+def _split(task: str, args: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides, hydra flags) from `NAME[,NAME...] key=value ... -m`."""
+    overrides, flags, names = [f"task={task}"], [], None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in _HYDRA_FLAGS:
+            flags.extend(args[i : i + 1 + _HYDRA_FLAGS[arg]])
+            i += 1 + _HYDRA_FLAGS[arg]
+            continue
+        if arg.startswith("-"):
+            raise ConfigError(f"unknown option {arg!r}; options: --help, {', '.join(_HYDRA_FLAGS)}")
+        if "=" not in arg and names is None:
+            names = [n for n in arg.split(",") if n]
+            for name in names:
+                if name not in BENCHMARKS:
+                    raise ConfigError(f"unknown benchmark {name!r}; choices: {', '.join(BENCHMARKS)}")
+        elif "=" not in arg:
+            raise ConfigError(f"unexpected argument {arg!r}; give benchmarks once (NAME,NAME) and then key=value")
+        else:
+            overrides.append(arg)
+        i += 1
+    if names is not None:
+        overrides.insert(1, f"bench.names=[{','.join(names)}]")
+    return overrides, flags
+
+
+_codes: list[int] = []
+
+
+def _task(cfg) -> int:
+    """What hydra.main runs for each job (once, or once per sweep element)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from harness import launch as local_launch
+    from harness import runner
+    from harness.results import new_run_id
+
+    try:
+        job = prepare(list(HydraConfig.get().overrides.task))
+        launch = dist.detect()
+        nproc = resolve_nproc(job.cfg.launch.nproc, job.device_type) if launch is None else 0
+    except ConfigError as exc:
+        display.error_line(str(exc))
+        _codes.append(EXIT_BAD_INPUT)
+        return EXIT_BAD_INPUT
+    if launch is None:
+        run_dir = Path(job.cfg.results.dir) / new_run_id(job.cfg.task)
+        code = local_launch.launch_local(nproc, [_WORKER, *HydraConfig.get().overrides.task], run_dir)
+        if run_dir.exists():
+            display.console.print(f"results: {run_dir}")
+    else:
+        code = runner.run_bench(job.cfg, job.plan, launch, job.device_type)
+    _codes.append(code)
+    return code
+
+
+def _run_hydra(args: list[str]) -> int:
+    import hydra
+
+    register_configs()
+    entry = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(_task)
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "harness", *args]
+    try:
+        entry()
+    finally:
+        sys.argv = saved
+    return max(_codes, default=EXIT_OK)
+
+
+def _worker(overrides: list[str]) -> int:
+    from harness import runner
+
+    launch = dist.detect()
+    if launch is None:
+        raise ConfigError(f"'{_WORKER}' is internal: it runs under the harness's own launcher")
+    job = prepare(overrides)
+    return runner.run_bench(job.cfg, job.plan, launch, job.device_type)
+
+
+def run(argv: list[str]) -> int:
+    """Parse, validate, run; returns the exit code."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print_help()
+        return EXIT_OK
+    if argv[0] == "--version":
+        display.console.print(f"exaharness {__version__}")
+        return EXIT_OK
+    task, rest = argv[0], argv[1:]
+    try:
+        if task == _WORKER:
+            return _worker(rest)
+        if task not in TASKS:
+            raise ConfigError(f"unknown task {task!r}; choices: {', '.join(TASKS)} (see harness --help)")
+        if any(a in ("-h", "--help") for a in rest):
+            print_task_help(task)
+            return EXIT_OK
+        overrides, flags = _split(task, rest)
+        multirun = "-m" in flags or "--multirun" in flags
+        for job in expand_sweep(overrides) if multirun else [overrides]:
+            prepare(job)
+    except ConfigError as exc:
+        launch = dist.detect()
+        if launch is None or launch.rank == 0:
+            display.error_line(str(exc))
+        return EXIT_BAD_INPUT
+    return _run_hydra([*overrides, *flags])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    code = run(list(sys.argv[1:] if argv is None else argv))
+    if dist.detect() is not None:
+        dist.hard_exit(code)  # a rank: skip interpreter teardown (see dist.hard_exit)
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------- help
+
+
+def _keys_table(rows: list[tuple[str, str, str]]) -> str:
+    width = max(len(f"{k}={d}") for k, d, _ in rows) + 2
+    return "\n".join(f"  {f'{k}={d}':<{width}} {doc}" for k, d, doc in rows)
+
+
+def print_help() -> None:
+    common = [r for r in describe(RunConfig) if not r[0].startswith(("bench.", "debug.", "task"))]
+    tasks = "\n".join(f"  {name:<8} {doc}" for name, doc in TASKS.items())
+    display.console.print(
+        f"""exaharness {__version__}: distributed training and benchmarking harness
+
+usage: harness TASK [NAME[,NAME...]] [key=value ...] [-m]
+
+tasks:
+{tasks}
+
+common keys (Hydra overrides; a comma list with -m sweeps):
+{_keys_table(common)}
+
+launchers: run as is (the harness starts launch.nproc local ranks), or under
+  torchrun --nproc-per-node N -m harness ..., srun -n N harness ..., mpiexec -n N harness ...
+
+examples:
+  harness bench gemm,all_reduce
+  harness bench all_reduce bench.max_bytes=1G launch.nproc=8
+  harness bench all_reduce bench.dtype=float32,bfloat16 -m
+
+'harness TASK --help' lists a task's keys. The last line of a run is 'results: <run directory>'.""",
+        markup=False,
+    )
+
+
+def print_task_help(task: str) -> None:
+    benches = "\n".join(
+        f"  {b.name:<11} {b.description}\n  {'':<11} keys: {', '.join('bench.' + k for k in b.keys)}"
+        for b in BENCHMARKS.values()
+    )
+    keys = [(k if k.startswith("bench.") else f"bench.{k}", d, doc) for k, d, doc in describe(BenchConfig)]
+    debug = [r for r in describe(RunConfig) if r[0].startswith("debug.")]
+    display.console.print(
+        f"""usage: harness {task} NAME[,NAME...] [key=value ...] [-m]
+
+benchmarks:
+{benches}
+
+bench keys (defaults from the preset bench=default):
+{_keys_table(keys)}
+
+presets: bench={"|".join(group_options("bench"))}
+fault injection (tests): {", ".join(f"{k}={d}" for k, d, _ in debug)}
+
+examples:
+  harness bench gemm bench.dtype=bfloat16 bench.shapes=[8192x8192x8192]
+  harness bench all_reduce bench.min_bytes=1M bench.max_bytes=1G bench.step_factor=2
+  harness bench gemm,all_reduce bench=quick results.dir=/scratch/results""",
+        markup=False,
+    )

@@ -1,0 +1,47 @@
+"""Field docstrings of the config dataclasses, read from their source, for `--help`.
+
+The docstrings under each field are the single source of the documentation: `--help` and the
+README's key tables come from here rather than from a second copy that could drift.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import itertools
+import textwrap
+from functools import cache
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """{field name: docstring} for a dataclass whose fields carry a string literal underneath."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, doc) for every leaf field of a dataclass, nested ones flattened."""
+    rows: list[tuple[str, str, str]] = []
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            rows.extend(describe(type(default), prefix=f"{key}."))
+        else:
+            shown = "null" if default is None else str(default)
+            rows.append((key, shown, docs.get(f.name, "")))
+    return rows

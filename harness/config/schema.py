@@ -1,0 +1,87 @@
+"""Typed schemas of the Hydra config, registered in Hydra's ConfigStore.
+
+YAML files under configs/ extend these; a key that is not declared here is an error, and the
+values below are the defaults. Each field's docstring is what `harness <task> --help` prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class LaunchConfig:
+    """How ranks are started when the harness is not already under torchrun, srun or mpiexec."""
+
+    nproc: Any = "auto"
+    """Ranks to start on this machine: a number, or 'auto' (one per GPU; 2 on a CPU-only machine)."""
+    timeout_s: int = 600
+    """Seconds a collective may wait for its peers before the run fails (process-group timeout)."""
+
+
+@dataclass
+class ResultsConfig:
+    """Where run directories go."""
+
+    dir: str = "results"
+    """Folder that receives one run directory per run (relative to the working directory)."""
+
+
+@dataclass
+class BenchConfig:
+    """Options of the benchmark driver, shared by every benchmark (like nccl-tests' flags)."""
+
+    names: list[str] = field(default_factory=list)
+    """Benchmarks to run, in order (the positional NAME[,NAME...] of `harness bench`)."""
+    dtype: Any = None
+    """Data type or list of them (float64, float32, tf32, bfloat16, float16, float8, int32, int64);
+    null: each benchmark's default for the device."""
+    warmup: int = 5
+    """Untimed iterations before timing, per case."""
+    iters: int = 20
+    """Timed iterations per case; the median is reported."""
+    min_bytes: str = "1K"
+    """Smallest collective message, bytes (suffix K, M, G: binary multiples), like nccl-tests -b."""
+    max_bytes: str = "64M"
+    """Largest collective message, bytes, like nccl-tests -e."""
+    step_factor: int = 4
+    """Multiplicative step between message sizes, like nccl-tests -f."""
+    shapes: Any = None
+    """Matmul shapes as 'MxNxK' strings; null: the device's default list (square and skinny)."""
+
+
+@dataclass
+class DebugConfig:
+    """Fault injection, to test that failures are recorded (as DCGM and nccl-tests do)."""
+
+    fault: str = "none"
+    """none | wrong_result (corrupt one result) | raise (exception) | hang (stop answering)."""
+    fault_rank: int = 0
+    """Rank on which the fault happens."""
+
+
+@dataclass
+class RunConfig:
+    """The whole configuration of one run."""
+
+    task: str = MISSING
+    """The task: bench (set by the command line)."""
+    device: str = "auto"
+    """auto | cpu | cuda. auto: cuda when a GPU is visible, else cpu (gloo)."""
+    seed: int = 0
+    """Seed of the random inputs."""
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+
+
+def register_configs() -> None:
+    """Register the schemas so that configs/*.yaml can extend them (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=RunConfig)
+    cs.store(group="bench", name="base_bench", node=BenchConfig)

@@ -1,0 +1,22 @@
+"""Exceptions with a meaning for the exit code.
+
+Bad input must end with one clear line and exit code 2 before anything is recorded as a run, so
+validation raises `ConfigError` and only the CLI turns it into the line and the code.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class ConfigError(ValueError):
+    """Bad user input: an unknown key, an impossible value, a dtype or device this machine lacks."""
+
+
+class RunInterrupted(BaseException):
+    """SIGTERM (scancel, the launcher tearing down ranks) turned into an exception so that the
+    run is recorded as interrupted. A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` in user code swallows it."""

@@ -1,0 +1,155 @@
+"""Run directories: create, record rows, finish, read back. The only writer under results/.
+
+Life of a record: `RunRecord.create` writes manifest.json with status `running`; `add_rows`
+rewrites rows.jsonl atomically as figures arrive (so a crash keeps what was measured, under a
+manifest that does not say `ok`); `finish` writes the final status and makes the files read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import socket
+import stat
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.results import provenance
+from harness.results.atomic import write_json_atomic, write_jsonl_atomic
+from harness.results.schema import SCHEMA_VERSION, validate_manifest, validate_row
+
+MANIFEST = "manifest.json"
+ROWS = "rows.jsonl"
+STATUSES = ("running", "ok", "failed", "interrupted")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id(task: str) -> str:
+    """'<UTC timestamp>-<task>-<6 hex>', which sorts by time and is unique without coordination."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{task}-{secrets.token_hex(3)}"
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such figures are written as null (and fail their row)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+@dataclass
+class RunRecord:
+    """One run directory, owned by rank 0 (or the local launcher when rank 0 is gone)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest["run_id"]
+
+    @classmethod
+    def create(
+        cls,
+        results_dir: str | Path,
+        *,
+        task: str,
+        config: dict[str, Any],
+        launcher: str,
+        world_size: int,
+        run_id: str | None = None,
+    ) -> RunRecord:
+        """Make the run directory and write its first manifest (status `running`)."""
+        run_id = run_id or new_run_id(task)
+        path = Path(results_dir) / run_id
+        path.mkdir(parents=True, exist_ok=False)
+        manifest: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": run_id,
+            "task": task,
+            "status": "running",
+            "started_at": utc_now(),
+            "finished_at": None,
+            "config": provenance.redact(config),
+            **provenance.git_sha(),
+            "versions": provenance.versions(),
+            "launcher": launcher,
+            "world_size": world_size,
+            "hosts": [socket.gethostname()],
+            "devices": [],
+            "env": provenance.environment(),
+            "rows": 0,
+            "failed_rows": 0,
+            "error": None,
+        }
+        record = cls(path, manifest)
+        record._write_manifest()
+        return record
+
+    def update(self, **fields: Any) -> None:
+        """Change manifest fields (hosts, devices, ...) and rewrite it."""
+        self.manifest.update(fields)
+        self._write_manifest()
+
+    def add_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows (each validated against the row schema) and rewrite rows.jsonl atomically."""
+        for row in rows:
+            row = _finite({"run_id": self.run_id, **row})
+            validate_row(row)
+            self.rows.append(row)
+        write_jsonl_atomic(self.path / ROWS, self.rows)
+        failed = sum(1 for row in self.rows if not row["passed"])
+        self.update(rows=len(self.rows), failed_rows=failed)
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        """Write the final status, then make the record read-only."""
+        if status not in STATUSES[1:]:
+            raise ValueError(f"final status must be one of {STATUSES[1:]}, got {status!r}")
+        if not (self.path / ROWS).exists():
+            write_jsonl_atomic(self.path / ROWS, self.rows)
+        self.update(status=status, finished_at=utc_now(), error=error)
+        for name in (MANIFEST, ROWS):
+            target = self.path / name
+            os.chmod(target, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+    def _write_manifest(self) -> None:
+        validate_manifest(self.manifest)
+        write_json_atomic(self.path / MANIFEST, self.manifest)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunRecord:
+        """Read a run directory back (manifest and rows)."""
+        path = Path(path)
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        rows_file = path / ROWS
+        rows = [json.loads(line) for line in rows_file.read_text(encoding="utf-8").splitlines() if line.strip()] \
+            if rows_file.exists() else []
+        return cls(path, manifest, rows)
+
+
+def close_if_unfinished(path: str | Path, status: str, error: str) -> bool:
+    """Mark a run that is still `running` as `status` (its rank 0 died before it could).
+
+    Returns True when the record was closed here. Used by the local launcher, which outlives
+    its ranks; a record that rank 0 finished is left as it is.
+    """
+    path = Path(path)
+    if not (path / MANIFEST).exists():
+        return False
+    record = RunRecord.load(path)
+    if record.manifest.get("status") != "running":
+        return False
+    record.finish(status, error)
+    return True
