@@ -333,17 +333,18 @@ def all_sum_int(ctx: DistContext, value: int) -> int:
 _ERROR_KEY = "harness/error/{}"
 
 
-def report_error(ctx: DistContext, message: str) -> None:
-    """Leave this rank's error in the rendezvous store, where rank 0 can read it after the peer
-    is gone (a peer's failure only shows on rank 0 as a broken connection otherwise)."""
+def report_error(ctx: DistContext, kind: str, message: str) -> None:
+    """Leave this rank's error ('failed' or 'interrupted') in the rendezvous store, where rank 0
+    can read it after the peer is gone (a peer's failure only shows on rank 0 as a broken
+    connection otherwise)."""
     import torch.distributed as dist
 
     with contextlib.suppress(Exception):
-        dist.distributed_c10d._get_default_store().set(_ERROR_KEY.format(ctx.rank), message[:2000])
+        dist.distributed_c10d._get_default_store().set(_ERROR_KEY.format(ctx.rank), f"{kind}|{message[:2000]}")
 
 
-def peer_errors(ctx: DistContext) -> list[tuple[int, str]]:
-    """(rank, message) for every rank that reported an error through the store."""
+def peer_errors(ctx: DistContext) -> list[tuple[int, tuple[str, str]]]:
+    """(rank, (kind, message)) for every rank that reported an error through the store."""
     import torch.distributed as dist
 
     found: list[tuple[int, str]] = []
@@ -352,7 +353,8 @@ def peer_errors(ctx: DistContext) -> list[tuple[int, str]]:
         for rank in range(ctx.world_size):
             key = _ERROR_KEY.format(rank)
             if store.check([key]):
-                found.append((rank, store.get(key).decode(errors="replace")))
+                kind, _, message = store.get(key).decode(errors="replace").partition("|")
+                found.append((rank, (kind, message)))
     return found
 
 

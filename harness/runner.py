@@ -34,15 +34,16 @@ def install_signal_handlers() -> None:
         signal.signal(sig, _on_signal)
 
 
-def _failure_message(ctx: dist.DistContext | None, exc: BaseException) -> str:
+def _describe(ctx: dist.DistContext | None, exc: BaseException) -> str:
     text = str(exc).strip()
-    own = f"rank {ctx.rank if ctx else '?'}: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-    if ctx is None or not ctx.is_root:
-        return own
-    # A peer's failure reaches rank 0 as a broken connection; its own report says why.
-    time.sleep(0.2)
-    peers = [msg for rank, msg in dist.peer_errors(ctx) if rank != 0]
-    return "; ".join(peers) if peers else own
+    return f"rank {ctx.rank if ctx else '?'}: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _peer_failures(ctx: dist.DistContext) -> list[str]:
+    """Errors other ranks reported. A peer's failure reaches rank 0 as a broken connection, or
+    as the SIGTERM its launcher sends to the survivors; the peer's own report says why."""
+    time.sleep(0.2)  # the failing peer writes its report before it exits
+    return [msg for rank, (kind, msg) in dist.peer_errors(ctx) if rank != ctx.rank and kind == "failed"]
 
 
 def run_bench(cfg: RunConfig, plan: SuitePlan, launch: dist.LaunchEnv, device_type: str) -> int:
@@ -78,19 +79,26 @@ def run_bench(cfg: RunConfig, plan: SuitePlan, launch: dist.LaunchEnv, device_ty
         if ctx.is_root and result.failed:
             status, code = "failed", EXIT_FAILED
             error = f"correctness check failed in {result.failed} of {result.total} rows"
-    except (RunInterrupted, KeyboardInterrupt) as exc:
-        status, code, error = "interrupted", EXIT_INTERRUPTED, str(exc) or "interrupted (SIGINT)"
+    except BaseException as exc:  # every way a rank can end is recorded
+        # Finish the record before anything else can stop this rank (the launcher's SIGTERM to
+        # survivors, a second Ctrl-C).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        interrupted = isinstance(exc, RunInterrupted | KeyboardInterrupt) or bool(_signalled)
+        error = _describe(ctx, exc)
+        if isinstance(exc, KeyboardInterrupt):
+            error = f"rank {launch.rank}: interrupted by SIGINT"
         if ctx:
-            dist.report_error(ctx, f"rank {ctx.rank}: {error}")
-    except Exception as exc:
-        status, code = ("interrupted", EXIT_INTERRUPTED) if _signalled else ("failed", EXIT_FAILED)
-        error = _failure_message(ctx, exc)
-        if ctx:
-            dist.report_error(ctx, error)
-        if not _signalled:
+            dist.report_error(ctx, "interrupted" if interrupted else "failed", error)
+        peers = _peer_failures(ctx) if ctx and ctx.is_root else []
+        if peers:
+            status, code, error = "failed", EXIT_FAILED, "; ".join(peers)
+        elif interrupted:
+            status, code = "interrupted", EXIT_INTERRUPTED
+        else:
+            status, code = "failed", EXIT_FAILED
             traceback.print_exc()
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the record short
         if record:
             record.finish(status, error)
             if result and result.rows:
