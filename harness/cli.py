@@ -48,6 +48,8 @@ def prepare(overrides: list[str]) -> Prepared:
     device_type = resolve_device_type(cfg.device)
     spec = bench_spec(cfg.bench, cfg.seed)
     plan = plan_suite(list(cfg.bench.names), spec, device_type, memory_bytes(device_type))
+    if dist.detect() is None:  # under a launcher, its ranks count and launch.nproc is not used
+        resolve_nproc(cfg.launch.nproc, device_type)
     return Prepared(cfg, plan, device_type)
 
 

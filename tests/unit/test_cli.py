@@ -1,0 +1,48 @@
+"""The command line in this process: help texts and bad input (exit code 2, one line, no run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import cli
+
+
+def test_top_level_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.run(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: harness TASK" in out
+    assert "bench" in out
+    for key in ("device=auto", "launch.nproc=auto", "results.dir=results", "launch.timeout_s=600"):
+        assert key in out
+    assert "torchrun --nproc-per-node N -m harness" in out and "srun -n N harness" in out
+
+
+def test_bench_help_lists_benchmarks_and_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.run(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    for text in ("gemm", "all_reduce", "bench.min_bytes=1K", "bench.step_factor=4", "bench.shapes=null",
+                 "presets: bench=default|quick", "like nccl-tests -b"):  # fmt: skip
+        assert text in out, text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train"], "unknown task 'train'; choices: bench"),
+        (["bench"], "no benchmark named"),
+        (["bench", "gemm", "all_reduce"], "unexpected argument 'all_reduce'"),
+        (["bench", "gemm", "--nope"], "unknown option '--nope'"),
+        (["bench", "gemm", "launch.nproc=0"], "launch.nproc=0 must be 'auto' or a whole number >= 1"),
+        (["bench", "gemm", "launch.nproc=many"], "launch.nproc='many'"),
+        (["bench", "gemm$(reboot)"], "unknown benchmark 'gemm$(reboot)'"),
+        (["bench", "all_reduce", "bench.max_bytes=1K,2X", "-m"], "'2X' is not a size"),
+    ],
+)
+def test_bad_input(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    assert cli.run([*argv, f"results.dir={results}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not results.exists() or list(results.iterdir()) == []

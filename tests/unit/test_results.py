@@ -1,0 +1,109 @@
+"""Run records: layout, atomic writes, schema validation, secrets, closing an orphaned run."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from harness.results import RunRecord, close_if_unfinished, validate_manifest, validate_row
+from harness.results.atomic import write_atomic
+from harness.results.provenance import REDACTED, environment, is_secret_name, redact
+
+GEMM_ROW = {"bench": "gemm", "dtype": "float32", "m": 8, "n": 8, "k": 8, "time_us": 1.0, "time_us_min": 0.9,
+            "time_us_max": 1.2, "tflops": 0.001, "rel_error": 1e-7, "tolerance": 1e-4, "passed": True, "rank": 0,
+            "host": "h", "world_size": 1}  # fmt: skip
+
+
+def make(tmp_path: Path, **config: object) -> RunRecord:
+    return RunRecord.create(tmp_path, task="bench", config={"bench": {"names": ["gemm"]}, **config},
+                            launcher="local", world_size=1)  # fmt: skip
+
+
+def test_create_add_finish(tmp_path: Path) -> None:
+    record = make(tmp_path)
+    assert record.path.parent == tmp_path
+    stamp, task, short = record.run_id.split("-")
+    assert task == "bench" and stamp.endswith("Z") and len(short) == 6
+    on_disk = json.loads((record.path / "manifest.json").read_text())
+    assert on_disk["status"] == "running" and on_disk["schema_version"] == 1
+    record.add_rows([GEMM_ROW, {**GEMM_ROW, "rank": 1, "passed": False, "rel_error": float("nan")}])
+    record.finish("failed", "one row failed")
+    back = RunRecord.load(record.path)
+    assert back.manifest["status"] == "failed" and back.manifest["error"] == "one row failed"
+    assert back.manifest["rows"] == 2 and back.manifest["failed_rows"] == 1
+    assert [r["rank"] for r in back.rows] == [0, 1]
+    assert back.rows[1]["rel_error"] is None  # NaN is not JSON: written as null
+    assert all(r["run_id"] == record.run_id for r in back.rows)
+    validate_manifest(back.manifest)
+    # the finished record is read-only and no temporary file is left behind
+    mode = os.stat(record.path / "manifest.json").st_mode
+    assert not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    assert sorted(p.name for p in record.path.iterdir()) == ["manifest.json", "rows.jsonl"]
+
+
+def test_run_ids_do_not_collide(tmp_path: Path) -> None:
+    assert len({make(tmp_path).run_id for _ in range(20)}) == 20
+
+
+def test_rows_are_validated(tmp_path: Path) -> None:
+    record = make(tmp_path)
+    with pytest.raises(jsonschema.ValidationError):
+        record.add_rows([{k: v for k, v in GEMM_ROW.items() if k != "tflops"}])
+    with pytest.raises(jsonschema.ValidationError):
+        validate_row({**GEMM_ROW, "m": 0})
+    bad_ar = {"run_id": "x", "bench": "all_reduce", "passed": True, "op": "all_reduce"}
+    with pytest.raises(jsonschema.ValidationError):
+        validate_row(bad_ar)
+
+
+def test_manifest_schema_rejects_unknown_status(tmp_path: Path) -> None:
+    manifest = dict(make(tmp_path).manifest)
+    manifest["status"] = "great"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_manifest(manifest)
+
+
+def test_final_status_must_be_final(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        make(tmp_path).finish("running")
+
+
+def test_secrets_are_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "wk-123")
+    monkeypatch.setenv("HF_TOKEN", "hf-456")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("NCCL_DEBUG", "INFO")
+    record = make(tmp_path, logger={"api_key": "abc", "project": "p"}, db_password="pw")
+    text = (record.path / "manifest.json").read_text()
+    for secret in ("wk-123", "hf-456", "abc", '"pw"'):
+        assert secret not in text
+    manifest = record.manifest
+    assert manifest["config"]["logger"] == {"api_key": REDACTED, "project": "p"}
+    assert manifest["env"]["SLURM_JOB_ID"] == "77" and manifest["env"]["NCCL_DEBUG"] == "INFO"
+    assert "HF_TOKEN" not in manifest["env"]  # not a variable the run depends on
+    assert environment({"WANDB_API_KEY": "x", "NCCL_IB_HCA": "mlx5"}) == {"NCCL_IB_HCA": "mlx5", "WANDB_API_KEY": REDACTED}
+    assert is_secret_name("aws_secret_access_key") and is_secret_name("GITHUB_TOKEN") and not is_secret_name("NCCL_DEBUG")
+    assert redact([{"password": 1}, {"size": 2}]) == [{"password": REDACTED}, {"size": 2}]
+
+
+def test_close_if_unfinished(tmp_path: Path) -> None:
+    record = make(tmp_path)
+    assert close_if_unfinished(record.path, "failed", "rank 0 was killed")
+    manifest = json.loads((record.path / "manifest.json").read_text())
+    assert (manifest["status"], manifest["error"]) == ("failed", "rank 0 was killed")
+    assert not close_if_unfinished(record.path, "interrupted", "again")  # a finished record stays as it is
+    assert not close_if_unfinished(tmp_path / "nothing-here", "failed", "x")
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "f.json"
+    write_atomic(target, "old")
+    with pytest.raises(TypeError):  # the write fails half-way: not a string
+        write_atomic(target, 42)  # type: ignore[arg-type]
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temporary file left
