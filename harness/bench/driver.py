@@ -90,14 +90,7 @@ def _measure_case(bench: Benchmark, case_spec: dict, ctx: dist.DistContext, spec
         flat = case.output.view(-1)
         flat[0] = flat[0] + 1000
     check = case.verify()
-    timing = measure(
-        case.run,
-        device=ctx.device,
-        warmup=spec.warmup,
-        iters=spec.iters,
-        prepare=case.prepare,
-        barrier_each=bench.collective and ctx.device.type == "cpu",
-    )
+    timing = measure(case.run, device=ctx.device, warmup=spec.warmup, iters=spec.iters, prepare=case.prepare)
     return {"labels": case.labels, "check": check, "timing": timing, "figures": case.figures}
 
 

@@ -86,8 +86,10 @@ def test_secrets_are_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert manifest["config"]["logger"] == {"api_key": REDACTED, "project": "p"}
     assert manifest["env"]["SLURM_JOB_ID"] == "77" and manifest["env"]["NCCL_DEBUG"] == "INFO"
     assert "HF_TOKEN" not in manifest["env"]  # not a variable the run depends on
-    assert environment({"WANDB_API_KEY": "x", "NCCL_IB_HCA": "mlx5"}) == {"NCCL_IB_HCA": "mlx5", "WANDB_API_KEY": REDACTED}
-    assert is_secret_name("aws_secret_access_key") and is_secret_name("GITHUB_TOKEN") and not is_secret_name("NCCL_DEBUG")
+    snapshot = environment({"WANDB_API_KEY": "x", "NCCL_IB_HCA": "mlx5"})
+    assert snapshot == {"NCCL_IB_HCA": "mlx5", "WANDB_API_KEY": REDACTED}
+    assert is_secret_name("aws_secret_access_key") and is_secret_name("GITHUB_TOKEN")
+    assert not is_secret_name("NCCL_DEBUG")
     assert redact([{"password": 1}, {"size": 2}]) == [{"password": REDACTED}, {"size": 2}]
 
 
