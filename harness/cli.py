@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import __version__, display, dist
-from harness.bench import BENCHMARKS
-from harness.bench.driver import SuitePlan, plan_suite
-from harness.config import bench_spec, compose, expand_sweep, register_configs, resolve_nproc, to_typed
+from harness.bench import ALIASES, BENCHMARKS, is_known
+from harness.bench.driver import SuitePlan
+from harness.config import compose, expand_sweep, register_configs, resolve_nproc, to_typed
 from harness.config.compose import config_dir, group_options
 from harness.config.docs import describe
 from harness.config.schema import BenchConfig, RunConfig
 from harness.config.validate import validate_common
-from harness.devices import memory_bytes, resolve_device_type
+from harness.devices import resolve_device_type
 from harness.errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError
 
-TASKS = {"bench": "microbenchmarks of compute and communication"}
+TASKS = {"bench": "microbenchmarks: matmul, memory, host link, HPL, collectives (see harness bench --help)"}
 # Hydra's own flags that pass through (with the number of values each takes).
 _HYDRA_FLAGS = {"-m": 0, "--multirun": 0, "--cfg": 1, "-c": 1, "--resolve": 0, "--package": 1, "-p": 1, "--info": 0}
 _WORKER = "_rank"  # hidden task: a rank started by the harness's own local launcher
@@ -43,13 +43,19 @@ class Prepared:
 
 def prepare(overrides: list[str]) -> Prepared:
     """Compose and validate one job; ConfigError for anything wrong."""
+    from harness.runner import plan_for
+
     cfg = to_typed(compose(overrides))
     validate_common(cfg)
     device_type = resolve_device_type(cfg.device)
-    spec = bench_spec(cfg.bench, cfg.seed)
-    plan = plan_suite(list(cfg.bench.names), spec, device_type, memory_bytes(device_type))
-    if dist.detect() is None:  # under a launcher, its ranks count and launch.nproc is not used
-        resolve_nproc(cfg.launch.nproc, device_type)
+    launch = dist.detect()
+    if launch is None:  # the harness will start launch.nproc ranks on this host
+        world = resolve_nproc(cfg.launch.nproc, device_type)
+        per_host = world
+    else:  # under a launcher, its ranks count (PMIx does not say how many before MPI starts)
+        world = launch.world_size if launch.world_size > 0 else None
+        per_host = launch.local_world_size
+    plan = plan_for(cfg, device_type, world_size=world, ranks_per_host=per_host if device_type == "cpu" else 1)
     return Prepared(cfg, plan, device_type)
 
 
@@ -68,8 +74,8 @@ def _split(task: str, args: list[str]) -> tuple[list[str], list[str]]:
         if "=" not in arg and names is None:
             names = [n for n in arg.split(",") if n]
             for name in names:
-                if name not in BENCHMARKS:
-                    raise ConfigError(f"unknown benchmark {name!r}; choices: {', '.join(BENCHMARKS)}")
+                if not is_known(name):
+                    raise ConfigError(f"unknown benchmark {name!r}; choices: {', '.join([*BENCHMARKS, *ALIASES])}")
         elif "=" not in arg:
             raise ConfigError(f"unexpected argument {arg!r}; give benchmarks once (NAME,NAME) and then key=value")
         else:
@@ -105,7 +111,7 @@ def _task(cfg) -> int:
         if run_dir.exists():
             display.console.print(f"results: {run_dir}")
     else:
-        code = runner.run_bench(job.cfg, job.plan, launch, job.device_type)
+        code = runner.run_bench(job.cfg, launch, job.device_type)
     _codes.append(code)
     return code
 
@@ -131,7 +137,7 @@ def _worker(overrides: list[str]) -> int:
     if launch is None:
         raise ConfigError(f"'{_WORKER}' is internal: it runs under the harness's own launcher")
     job = prepare(overrides)
-    return runner.run_bench(job.cfg, job.plan, launch, job.device_type)
+    return runner.run_bench(job.cfg, launch, job.device_type)
 
 
 def run(argv: list[str]) -> int:
@@ -197,6 +203,7 @@ launchers: run as is (the harness starts launch.nproc local ranks), or under
   torchrun --nproc-per-node N -m harness ..., srun -n N harness ..., mpiexec -n N harness ...
 
 examples:
+  harness bench all
   harness bench gemm,all_reduce
   harness bench all_reduce bench.max_bytes=1G launch.nproc=8
   harness bench all_reduce bench.dtype=float32,bfloat16 -m
@@ -208,9 +215,10 @@ examples:
 
 def print_task_help(task: str) -> None:
     benches = "\n".join(
-        f"  {b.name:<11} {b.description}\n  {'':<11} keys: {', '.join('bench.' + k for k in b.keys)}"
+        f"  {b.name:<15} {b.description}\n  {'':<15} keys: {', '.join('bench.' + k for k in b.keys)}"
         for b in BENCHMARKS.values()
     )
+    benches += "".join(f"\n  {alias:<15} = {','.join(names)}" for alias, names in ALIASES.items())
     keys = [(k if k.startswith("bench.") else f"bench.{k}", d, doc) for k, d, doc in describe(BenchConfig)]
     debug = [r for r in describe(RunConfig) if r[0].startswith("debug.")]
     display.console.print(
@@ -228,6 +236,10 @@ fault injection (tests): {", ".join(f"{k}={d}" for k, d, _ in debug)}
 examples:
   harness bench gemm bench.dtype=bfloat16 bench.shapes=[8192x8192x8192]
   harness bench all_reduce bench.min_bytes=1M bench.max_bytes=1G bench.step_factor=2
+  harness bench gemm bench.dtype=bfloat16 bench.m=1024:8192:1024 bench.n=8192 bench.k=8192
+  harness bench collectives bench.groups=2 bench.redop=[sum,max]
+  harness bench memory bench.array_bytes=4G
+  harness bench hpl bench.hpl_n=[16384]
   harness bench gemm,all_reduce bench=quick results.dir=/scratch/results""",
         markup=False,
     )

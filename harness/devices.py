@@ -1,8 +1,8 @@
 """Devices: which one to use, which data types it has, and what it is (for the manifest).
 
 Capabilities follow the hardware: TF32 and BF16 need NVIDIA compute capability 8.0 (Ampere),
-FP8 matmul needs 8.9 (Ada/Hopper). On CPU, torch computes float16 and float8 products in software,
-so they are offered but never in the default lists; TF32 does not exist there.
+FP8 matmul needs 8.9 (Ada/Hopper). On CPU, float16 is offered (torch computes it, slowly) but is not
+in the default lists; TF32 and FP8 matmul units do not exist there, so both are refused.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def resolve_device_type(requested: str) -> str:
 def device_dtypes(device_type: str) -> tuple[str, ...]:
     """Data types the device can compute with (before any benchmark's own limits)."""
     if device_type == "cpu":
-        return ("float64", "float32", "bfloat16", "float16", "float8", "int32", "int64")
+        return ("float64", "float32", "bfloat16", "float16", "int32", "int64")
     major, minor = torch.cuda.get_device_capability()
     names = ["float64", "float32", "float16", "int32", "int64"]
     if major >= 8:
@@ -60,13 +60,25 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def memory_bytes(device_type: str) -> int:
-    """Memory one rank may use: the GPU's total, or the host's available memory on CPU."""
+def free_memory_bytes(device_type: str) -> int:
+    """Memory free now on one device: the GPU's free memory, or the host's available memory."""
     if device_type == "cuda":
-        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        return torch.cuda.mem_get_info()[0]
     import psutil
 
     return psutil.virtual_memory().available
+
+
+def device_name(device_type: str) -> str:
+    """The name hardware profiles are matched against."""
+    return torch.cuda.get_device_name() if device_type == "cuda" else _cpu_model()
+
+
+def cuda_capability_note(dtype: str) -> str:
+    """Why a dtype is missing on this GPU."""
+    need = {"float8": "8.9 (Ada/Hopper)", "tf32": "8.0 (Ampere)", "bfloat16": "8.0 (Ampere)"}.get(dtype, "?")
+    major, minor = torch.cuda.get_device_capability()
+    return f"needs compute capability {need}; this GPU has {major}.{minor}"
 
 
 def _cpu_model() -> str:

@@ -8,11 +8,14 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from harness.bench.base import Benchmark, Column
 
-console = Console(highlight=False, soft_wrap=True)
+# Logs (a batch job's output file) are not terminals: give tables room instead of rich's 80 columns.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -35,10 +38,10 @@ def progress(done: int, total: int, bench: Benchmark, rows: list[dict[str, Any]]
     flag = "" if all(r["passed"] for r in rows) else "  [bold red]WRONG[/]"
     if len(rows) <= 4:
         for row in rows:
-            cells = "  ".join(f"{c.header} {_cell(c, row)}" for c in bench.columns)
+            cells = "  ".join(f"{c.header} {_cell(c, row)}" for c in bench.columns if row.get(c.key) is not None)
             console.print(f"{prefix} {cells}{flag}")
         return
-    first = next(c for c in bench.columns if c.key in ("tflops", "busbw_gbps", "gbps"))
+    first = next(c for c in bench.columns if c.key in ("tflops", "busbw_gbps", "gbps", "gflops"))
     values = [r[first.key] for r in rows if r.get(first.key) is not None]
     label = "  ".join(_cell(c, rows[0]) for c in bench.columns if c.key in ("dtype", "shape", "bytes"))
     console.print(
@@ -47,16 +50,71 @@ def progress(done: int, total: int, bench: Benchmark, rows: list[dict[str, Any]]
     )
 
 
+class Progress:
+    """A live progress bar on a terminal (lines scroll above it); plain lines in a log file."""
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.total = total
+        self.enabled = enabled
+        self._bar: RichProgress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.enabled and console.is_terminal:
+            self._bar = RichProgress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=console, transient=True,
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task("measuring", total=self.total)
+        return self
+
+    def advance(self, done: int, total: int, bench: Benchmark, rows: list[dict[str, Any]]) -> None:
+        if not self.enabled:
+            return
+        progress(done, total, bench, rows)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, description=bench.name)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def note(message: str) -> None:
+    """A remark about the plan (a rounded size, a skipped dtype)."""
+    console.print(f"[yellow]note:[/] {message}")
+
+
+def summaries(by_bench: dict[str, dict[str, Any]]) -> None:
+    """One line per benchmark with its headline figures."""
+    for name, summary in by_bench.items():
+        if not summary:
+            continue
+        if name == "gemm":
+            parts = []
+            for dtype, s in summary.items():
+                eff = f" ({s['best_efficiency']:.0%} of {s['peak_tflops']:g})" if s.get("best_efficiency") else ""
+                parts.append(f"{dtype} best {s['best_tflops']:.3f} TFLOP/s at {s['best_shape']}{eff}, "
+                             f"median {s['median_tflops']:.3f}, geomean {s['geomean_tflops']:.3f}")  # fmt: skip
+            text = "; ".join(parts)
+        else:
+            text = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
+        console.print(f"[bold]{name}[/]: {text}")
+
+
 def tables(rows_by_bench: dict[str, list[dict[str, Any]]], benches: dict[str, Benchmark]) -> None:
     """One table per benchmark with every row."""
     for name, rows in rows_by_bench.items():
         bench = benches[name]
+        # Columns no row fills (redop of a broadcast, efficiency without a known peak) are left out.
+        columns = [c for c in bench.columns if any(r.get(c.key) is not None for r in rows)]
         table = Table(title=f"{name}: {bench.description}", title_justify="left")
-        for column in bench.columns:
+        for column in columns:
             table.add_column(column.header, justify="left" if column.key in ("dtype", "shape") else "right")
         table.add_column("check")
         for row in rows:
-            table.add_row(*(_cell(c, row) for c in bench.columns), "ok" if row["passed"] else "[red]FAIL[/]")
+            table.add_row(*(_cell(c, row) for c in columns), "ok" if row["passed"] else "[red]FAIL[/]")
         console.print(table)
 
 

@@ -295,6 +295,44 @@ def init(launch: LaunchEnv, device_type: str, timeout_s: int) -> DistContext:
     return DistContext(launch, device, backend)
 
 
+@dataclass
+class Comm:
+    """A communicator a benchmark runs on: the world, or one of `bench.groups` equal groups."""
+
+    group: Any
+    """torch ProcessGroup, or None for the world."""
+    ranks: list[int]
+    """Global ranks in the group, in order."""
+    index: int
+    """Which group (0 for the world)."""
+    global_rank: int
+
+    @property
+    def rank(self) -> int:
+        return self.ranks.index(self.global_rank)
+
+    @property
+    def size(self) -> int:
+        return len(self.ranks)
+
+
+def split(ctx: DistContext, groups: int) -> Comm:
+    """Split the world into `groups` equal groups of consecutive ranks (like NCCL_TESTS_SPLIT
+    with a modulo of ranks per node: one group per node when ranks are node-major).
+    Every rank must call it, in the same order."""
+    import torch.distributed as dist
+
+    size = ctx.world_size // groups
+    if groups == 1:
+        return Comm(None, list(range(ctx.world_size)), 0, ctx.rank)
+    cache = ctx.__dict__.setdefault("_groups", {})
+    if groups not in cache:
+        layout = [list(range(g * size, (g + 1) * size)) for g in range(groups)]
+        mine, _ = dist.new_subgroups_by_enumeration(layout)
+        cache[groups] = Comm(mine, layout[ctx.rank // size], ctx.rank // size, ctx.rank)
+    return cache[groups]
+
+
 # ---------------------------------------------------------------- collectives for the harness itself
 
 

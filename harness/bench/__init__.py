@@ -1,12 +1,34 @@
-"""Benchmark plug-ins and their registry. `harness bench NAME` runs `BENCHMARKS[NAME]`."""
+"""Benchmark plug-ins and their registry. `harness bench NAME` runs `BENCHMARKS[NAME]`;
+`collectives` and `all` name groups of them."""
 
 from __future__ import annotations
 
-from harness.bench import all_reduce, gemm
-from harness.bench.base import Benchmark, BenchSpec, Case, Column
+from harness.bench import gemm, host_link, hpl, memory
+from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
+from harness.bench.collectives import OPS
 from harness.errors import ConfigError
 
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (gemm.BENCHMARK, all_reduce.BENCHMARK)}
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b for b in (gemm.BENCHMARK, memory.BENCHMARK, host_link.BENCHMARK, hpl.BENCHMARK, *OPS)
+}
+ALIASES: dict[str, tuple[str, ...]] = {
+    "collectives": tuple(op.name for op in OPS),
+    "all": ("gemm", "memory", "host_link", "hpl", *(op.name for op in OPS)),
+}
+
+
+def expand(names: list[str]) -> list[str]:
+    """Names with aliases expanded, each benchmark once, in order."""
+    out: list[str] = []
+    for name in names:
+        for real in ALIASES.get(name, (name,)):
+            if real not in out:
+                out.append(real)
+    return out
+
+
+def is_known(name: str) -> bool:
+    return name in BENCHMARKS or name in ALIASES
 
 
 def get(name: str) -> Benchmark:
@@ -14,7 +36,7 @@ def get(name: str) -> Benchmark:
     try:
         return BENCHMARKS[name]
     except KeyError:
-        raise ConfigError(f"unknown benchmark {name!r}; choices: {', '.join(BENCHMARKS)}") from None
+        raise ConfigError(f"unknown benchmark {name!r}; choices: {', '.join([*BENCHMARKS, *ALIASES])}") from None
 
 
-__all__ = ["BENCHMARKS", "BenchSpec", "Benchmark", "Case", "Column", "get"]
+__all__ = ["ALIASES", "BENCHMARKS", "BenchSpec", "Benchmark", "Case", "Column", "PlanEnv", "expand", "get", "is_known"]

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from harness.dist import DistContext
+from harness.dist import Comm, DistContext
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,41 @@ class BenchSpec:
     max_bytes: int
     step_factor: int
     shapes: tuple[tuple[int, int, int], ...] | None
-    """Matmul shapes (m, n, k), or None for the device's default."""
+    """Matmul shapes (m, n, k): bench.shapes plus the bench.m × bench.n × bench.k grid; None for
+    the device's default."""
     seed: int = 0
+    redops: tuple[str, ...] = ("sum",)
+    """Reduction ops of the reducing collectives."""
+    root: int = 0
+    """Root of rooted collectives (position within the communicator)."""
+    groups: int = 1
+    """Equal sub-communicators the world is split into, run at the same time."""
+    in_place: bool | str = "both"
+    """Collective modes: 'both', True (in place only) or False (out of place only)."""
+    array_bytes: int | None = None
+    """Bytes per array of the memory benchmark; None: the device's default."""
+    hpl_n: tuple[int, ...] | None = None
+    """Orders of the HPL solves; None: the device's default."""
+
+
+@dataclass
+class PlanEnv:
+    """What planning knows of where the cases will run."""
+
+    device_type: str
+    free_memory_bytes: int
+    """Memory free on one device (on CPU: the host's available memory)."""
+    world_size: int | None = None
+    """Ranks of the job when known (None: decided by the launcher at run time)."""
+    ranks_per_host: int = 1
+    """Ranks sharing one host's memory (CPU ranks share the host's RAM)."""
+    device_name: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        """Something the user should know about the plan (a rounded size, a skipped dtype)."""
+        if message not in self.notes:
+            self.notes.append(message)
 
 
 @dataclass
@@ -81,9 +114,17 @@ class Benchmark(ABC):
         """Data types run when the user names none."""
 
     @abstractmethod
-    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], device_type: str, memory_bytes: int) -> list[dict]:
+    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[dict]:
         """The cases to measure, as plain dicts; raises ConfigError for sizes that cannot run."""
 
     @abstractmethod
-    def build(self, case: dict, ctx: DistContext, spec: BenchSpec) -> Case:
-        """Allocate and initialise one case on this rank."""
+    def build(self, case: dict, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Case:
+        """Allocate and initialise one case on this rank (`comm`: this rank's communicator)."""
+
+    def skipped_note(self, dtype: str, device_type: str) -> str:
+        """Why a dtype of the default list does not run on this device."""
+        return f"{self.name}: skipping {dtype} (not available on {device_type})"
+
+    def summary(self, rows: list[dict]) -> dict[str, Any]:
+        """Headline figures over all rows (for the summary line and the manifest)."""
+        return {}

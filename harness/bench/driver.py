@@ -1,5 +1,6 @@
-"""The one benchmark driver: plans cases, times them, checks them, aggregates across ranks,
-shows progress and hands rows to the run record. Plug-ins only build cases (see base.py)."""
+"""The one benchmark driver: plans cases, times them, checks them, samples telemetry beside
+them, aggregates across ranks and groups, shows progress and hands rows to the run record.
+Plug-ins only plan and build cases (see base.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from typing import Any
 
 import torch
 
-from harness import dist
-from harness.bench import get
-from harness.bench.base import Benchmark, BenchSpec
+from harness import dist, telemetry
+from harness.bench import expand, get
+from harness.bench.base import Benchmark, BenchSpec, PlanEnv
 from harness.bench.timing import measure, synchronize
 from harness.errors import ConfigError
 
@@ -24,6 +25,7 @@ class SuitePlan:
 
     spec: BenchSpec
     items: list[tuple[Benchmark, list[dict]]]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -37,26 +39,38 @@ class SuiteResult:
     total: int = 0
 
 
-def plan_suite(names: list[str], spec: BenchSpec, device_type: str, memory_bytes: int) -> SuitePlan:
+def plan_suite(names: list[str], spec: BenchSpec, env: PlanEnv) -> SuitePlan:
     """Resolve names and dtypes and enumerate every case; ConfigError for anything that cannot run."""
     if not names:
         raise ConfigError("no benchmark named; usage: harness bench NAME[,NAME...], e.g. harness bench gemm")
+    if env.world_size and env.world_size % spec.groups:
+        raise ConfigError(
+            f"bench.groups={spec.groups} does not divide the world size {env.world_size}; "
+            f"choose one of {', '.join(str(g) for g in range(1, env.world_size + 1) if env.world_size % g == 0)}"
+        )
     items = []
-    for name in names:
+    for name in expand(names):
         bench = get(name)
+        allowed = bench.dtypes(env.device_type)
         if spec.dtypes is None:
-            dtypes = bench.default_dtypes(device_type)
-        else:
-            allowed = bench.dtypes(device_type)
-            for dtype in spec.dtypes:
+            dtypes = tuple(d for d in bench.default_dtypes(env.device_type) if d in allowed)
+            for dtype in bench.default_dtypes(env.device_type):
                 if dtype not in allowed:
-                    raise ConfigError(
-                        f"bench.dtype: {dtype!r} is not available for {name} on {device_type}; "
-                        f"choices: {', '.join(allowed)}"
-                    )
-            dtypes = spec.dtypes
-        items.append((bench, bench.plan(spec, dtypes, device_type, memory_bytes)))
-    return SuitePlan(spec, items)
+                    env.note(bench.skipped_note(dtype, env.device_type))
+        else:
+            dtypes = tuple(d for d in spec.dtypes if d in allowed)
+            refused = [d for d in spec.dtypes if d not in allowed]
+            if refused and (len(names) == 1 or not dtypes):
+                raise ConfigError(
+                    f"bench.dtype: {refused[0]!r} is not available for {name} on {env.device_type}; "
+                    f"choices: {', '.join(allowed)}"
+                )
+            for dtype in refused:  # a suite: other benchmarks take this dtype
+                env.note(f"{name}: {dtype} does not apply; skipped")
+        items.append((bench, bench.plan(spec, dtypes, env)))
+    if not any(cases for _, cases in items):
+        raise ConfigError(f"nothing to measure: {'; '.join(env.notes) or 'no case in the plan'}")
+    return SuitePlan(spec, items, env.notes)
 
 
 @dataclass(frozen=True)
@@ -77,9 +91,20 @@ def _inject_before(fault: Fault, ctx: dist.DistContext) -> None:
             time.sleep(1)
 
 
-def _measure_case(bench: Benchmark, case_spec: dict, ctx: dist.DistContext, spec: BenchSpec, corrupt: bool) -> dict:
-    """Check once, then time; returns this rank's row (before aggregation)."""
-    case = bench.build(case_spec, ctx, spec)
+@dataclass(frozen=True)
+class Telemetry:
+    """Sampling settings and this rank's source (None: off)."""
+
+    source: telemetry.Source | None = None
+    interval_s: float = 0.1
+
+
+def _measure_case(
+    bench: Benchmark, case_spec: dict, ctx: dist.DistContext, spec: BenchSpec, comm: dist.Comm, corrupt: bool,
+    tele: Telemetry,
+) -> dict[str, Any]:  # fmt: skip
+    """Check once, then time with telemetry; returns this rank's measurement."""
+    case = bench.build(case_spec, ctx, spec, comm)
     if case.reset:
         case.reset()
     if case.prepare:
@@ -90,46 +115,67 @@ def _measure_case(bench: Benchmark, case_spec: dict, ctx: dist.DistContext, spec
         flat = case.output.view(-1)
         flat[0] = flat[0] + 1000
     check = case.verify()
+    sampler = telemetry.Sampler(tele.source, tele.interval_s) if tele.source else None
+    if sampler:
+        sampler.start()
     timing = measure(case.run, device=ctx.device, warmup=spec.warmup, iters=spec.iters, prepare=case.prepare)
-    return {"labels": case.labels, "check": check, "timing": timing, "figures": case.figures}
-
-
-def _collective_row(ctx: dist.DistContext, name: str, measured: dict) -> dict:
-    """One row for the world: median per rank, then the slowest rank's median (as nccl-tests)."""
-    timing = measured["timing"]
-    per_rank = dist.all_gather_floats(ctx, [timing.median])
-    medians = [values[0] for values in per_rank]
-    wrong = dist.all_sum_int(ctx, int(measured["check"]["wrong"]))
-    slowest = max(range(len(medians)), key=medians.__getitem__)
+    summary = sampler.stop() if sampler else {}
     return {
-        "bench": name,
-        **measured["labels"],
-        "time_us": medians[slowest] * 1e6,
-        "time_us_min": min(medians) * 1e6,
-        "time_us_max": medians[slowest] * 1e6,
-        "slowest_rank": slowest,
-        **measured["figures"](medians[slowest]),
-        "wrong": wrong,
-        "passed": wrong == 0,
-        "world_size": ctx.world_size,
-    }
-
-
-def _rank_row(ctx: dist.DistContext, name: str, measured: dict) -> dict:
-    timing = measured["timing"]
-    return {
-        "bench": name,
-        **measured["labels"],
+        "labels": case.labels,
+        "check": check,
+        "median": timing.median,
+        "min": timing.min,
+        "max": timing.max,
+        "figures": case.figures(timing.median),
+        "figures_fn": case.figures,
+        "telemetry": summary,
         "rank": ctx.rank,
         "local_rank": ctx.launch.local_rank,
         "host": socket.gethostname(),
-        "world_size": ctx.world_size,
-        "time_us": timing.median * 1e6,
-        "time_us_min": timing.min * 1e6,
-        "time_us_max": timing.max * 1e6,
-        **measured["figures"](timing.median),
-        **measured["check"],
+        "group": comm.index,
     }
+
+
+def _rank_row(name: str, m: dict, world_size: int) -> dict:
+    return {
+        "bench": name,
+        **m["labels"],
+        "rank": m["rank"],
+        "local_rank": m["local_rank"],
+        "host": m["host"],
+        "world_size": world_size,
+        "time_us": m["median"] * 1e6,
+        "time_us_min": m["min"] * 1e6,
+        "time_us_max": m["max"] * 1e6,
+        **m["figures"],
+        **m["check"],
+        **m["telemetry"],
+    }
+
+
+def _group_rows(name: str, measured: list[dict], figures_fn: Callable, world_size: int) -> list[dict]:
+    """One row per communicator: each rank's median, then the slowest rank's (as nccl-tests)."""
+    rows = []
+    for group in sorted({m["group"] for m in measured}):
+        members = [m for m in measured if m["group"] == group]
+        slowest = max(members, key=lambda m: m["median"])
+        wrong = sum(int(m["check"]["wrong"]) for m in members)
+        rows.append({
+            "bench": name,
+            **members[0]["labels"],
+            "group": group,
+            "group_size": len(members),
+            "world_size": world_size,
+            "time_us": slowest["median"] * 1e6,
+            "time_us_min": min(m["median"] for m in members) * 1e6,
+            "time_us_max": slowest["median"] * 1e6,
+            "slowest_rank": slowest["rank"],
+            **figures_fn(slowest["median"]),
+            "wrong": wrong,
+            "passed": wrong == 0,
+            **telemetry.merge([m["telemetry"] for m in members]),
+        })  # fmt: skip
+    return rows
 
 
 def run_suite(
@@ -137,24 +183,29 @@ def run_suite(
     ctx: dist.DistContext,
     *,
     fault: Fault = Fault(),
+    tele: Telemetry = Telemetry(),
     on_rows: Callable[[Benchmark, list[dict]], None] | None = None,
     on_progress: Callable[[int, int, Benchmark, list[dict]], None] | None = None,
 ) -> SuiteResult:
     """Measure every case of the plan on every rank; rank 0 receives the rows."""
-    result = SuiteResult(total=0)
+    result = SuiteResult()
     done = 0
     _inject_before(fault, ctx)
     for bench, cases in plan.items:
+        comm = dist.split(ctx, plan.spec.groups) if bench.collective else dist.split(ctx, 1)
         for case_spec in cases:
             corrupt = fault.kind == "wrong_result" and fault.rank == ctx.rank and done == 0
-            measured = _measure_case(bench, case_spec, ctx, plan.spec, corrupt)
-            if bench.collective:
-                row = _collective_row(ctx, bench.name, measured)
-                rows = [row] if ctx.is_root else []
-            else:
-                rows = dist.gather_objects(ctx, _rank_row(ctx, bench.name, measured)) or []
+            mine = _measure_case(bench, case_spec, ctx, plan.spec, comm, corrupt, tele)
+            figures_fn = mine.pop("figures_fn")  # a closure: not sent between ranks
+            measured = dist.gather_objects(ctx, mine)
             done += 1
-            if ctx.is_root:
+            if ctx.is_root and measured:
+                if bench.collective:
+                    # Each group's figures come from its own slowest rank; rank 0's figures_fn
+                    # computes bandwidths from bytes and the group size, the same for all groups.
+                    rows = _group_rows(bench.name, measured, figures_fn, ctx.world_size)
+                else:
+                    rows = [_rank_row(bench.name, m, ctx.world_size) for m in measured]
                 result.rows.setdefault(bench.name, []).extend(rows)
                 result.total += len(rows)
                 result.failed += sum(1 for r in rows if not r["passed"])
@@ -162,7 +213,7 @@ def run_suite(
                     on_rows(bench, rows)
                 if on_progress:
                     on_progress(done, plan.total, bench, rows)
-            del measured
+            del mine
             if ctx.device.type == "cuda":
                 torch.cuda.empty_cache()
     return result

@@ -1,19 +1,27 @@
-"""gemm: C = A·B per rank, TFLOP/s = 2·m·n·k / t (mamf-finder's count), checked against fp64.
+"""gemm: C = A·B per rank, TFLOP/s = 2·m·n·k / t, a MAMF-style search over shapes.
 
-The check multiplies a sample of rows of A by a sample of columns of B in float64 on the same
-(already rounded) inputs, so it measures the product's error rather than the input rounding.
-Row 0 and column 0 are always in the sample.
+Shapes come from bench.shapes and the bench.m × bench.n × bench.k grid (mamf-finder's ranges);
+per dtype the summary gives the best shape (MAMF), the median and the geometric mean over
+shapes, with the efficiency against the device's datasheet peak where a hardware profile knows
+it. Every shape is checked: a sample of rows of A times a sample of columns of B in float64 on
+the same (already rounded) inputs, so the check measures the product's error and not the input
+rounding. Row 0 and column 0 are always in the sample.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
+from typing import Any
+
 import torch
 
 from harness import units
-from harness.bench.base import Benchmark, BenchSpec, Case, Column
-from harness.devices import DTYPES, device_dtypes
-from harness.dist import DistContext
+from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
+from harness.devices import DTYPES, cuda_capability_note, device_dtypes, device_name
+from harness.dist import Comm, DistContext
 from harness.errors import ConfigError
+from harness.hardware import peak_tflops
 
 # Largest normwise relative error accepted per dtype: a few times what rounding gives for
 # k up to 16K, far below what a broken unit gives (order 1).
@@ -24,6 +32,10 @@ TOLERANCE = {
     "float16": 5e-3,
     "bfloat16": 2e-2,
     "float8": 3e-2,
+}
+DEFAULT_DTYPES = {
+    "cpu": ("float32", "bfloat16", "float64"),
+    "cuda": ("bfloat16", "float16", "tf32", "float32", "float64", "float8"),
 }
 DEFAULT_SHAPES = {
     "cpu": ((512, 512, 512), (1024, 1024, 1024), (1024, 128, 1024), (128, 1024, 1024)),
@@ -36,13 +48,14 @@ class Gemm(Benchmark):
     name = "gemm"
     description = "matmul C = A·B on every rank's device at once: TFLOP/s per dtype and shape, fp64-checked"
     collective = False
-    keys = ("dtype", "shapes", "warmup", "iters")
+    keys = ("dtype", "shapes", "m", "n", "k", "warmup", "iters")
     columns = (
         Column("rank", "rank"),
         Column("dtype", "dtype"),
         Column("shape", "m×n×k"),
         Column("time_us", "time (us)", "{:.1f}"),
         Column("tflops", "TFLOP/s", "{:.3f}"),
+        Column("efficiency", "of peak", "{:.1%}"),
         Column("rel_error", "rel. error", "{:.1e}"),
     )
 
@@ -50,28 +63,29 @@ class Gemm(Benchmark):
         return tuple(d for d in device_dtypes(device_type) if d in TOLERANCE)
 
     def default_dtypes(self, device_type: str) -> tuple[str, ...]:
-        if device_type == "cpu":
-            return ("float32", "bfloat16", "float64")
-        wanted = ("bfloat16", "float16", "tf32", "float32", "float64", "float8")
-        return tuple(d for d in wanted if d in self.dtypes(device_type))
+        return DEFAULT_DTYPES[device_type]
 
-    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], device_type: str, memory_bytes: int) -> list[dict]:
-        shapes = spec.shapes or DEFAULT_SHAPES[device_type]
+    def skipped_note(self, dtype: str, device_type: str) -> str:
+        why = cuda_capability_note(dtype) if device_type == "cuda" else "the CPU has no such unit"
+        return f"gemm: skipping {dtype} ({why})"
+
+    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[dict]:
+        shapes = spec.shapes or DEFAULT_SHAPES[env.device_type]
         cases = []
         for dtype in dtypes:
             size = DTYPES[dtype][1]
             for m, n, k in shapes:
                 out_size = 2 if dtype == "float8" else size
-                need = (m * k + k * n) * size + m * n * out_size
-                if need > 0.9 * memory_bytes:
+                need = ((m * k + k * n) * size + m * n * out_size) * env.ranks_per_host
+                if need > 0.9 * env.free_memory_bytes:
                     raise ConfigError(
-                        f"bench.shapes: {m}x{n}x{k} in {dtype} needs {need / 2**30:.1f} GiB but the device has "
-                        f"{memory_bytes / 2**30:.1f} GiB; choose smaller shapes"
+                        f"bench.shapes: {m}x{n}x{k} in {dtype} needs {need / 2**30:.1f} GiB on each device but "
+                        f"{env.free_memory_bytes / 2**30:.1f} GiB is free; choose smaller shapes"
                     )
                 cases.append({"dtype": dtype, "m": m, "n": n, "k": k})
         return cases
 
-    def build(self, case: dict, ctx: DistContext, spec: BenchSpec) -> Case:
+    def build(self, case: dict, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Case:
         dtype, m, n, k = case["dtype"], case["m"], case["n"], case["k"]
         device = ctx.device
         gen = torch.Generator(device="cpu").manual_seed(spec.seed * 1000003 + ctx.rank)
@@ -87,7 +101,7 @@ class Gemm(Benchmark):
             out = torch.empty(m, n, dtype=torch.bfloat16, device=device)
 
             def run() -> None:
-                out.copy_(torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16))
+                torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16, out=out)
         else:
             a, b = a32.to(DTYPES[dtype][0]), b32.to(DTYPES[dtype][0])
             out = torch.empty(m, n, dtype=a.dtype, device=device)
@@ -107,8 +121,40 @@ class Gemm(Benchmark):
             return {"rel_error": rel_error, "tolerance": tolerance, "passed": rel_error <= tolerance}
 
         flops = units.gemm_flops(m, n, k)
+        peak = peak_tflops(device_name(device.type), device.type, dtype)
+
+        def figures(seconds: float) -> dict:
+            tflops = units.tflops(flops, seconds)
+            return {"tflops": tflops, "peak_tflops": peak, "efficiency": tflops / peak if peak else None}
+
         labels = {"dtype": dtype, "m": m, "n": n, "k": k, "shape": f"{m}x{n}x{k}"}
-        return Case(labels, run, verify, out, figures=lambda seconds: {"tflops": units.tflops(flops, seconds)})
+        return Case(labels, run, verify, out, figures)
+
+    def summary(self, rows: list[dict]) -> dict[str, Any]:
+        """Per dtype: MAMF (the best shape), median and geometric mean over shapes, of the slowest
+        rank per shape (a node is as fast as its slowest GPU)."""
+        out: dict[str, Any] = {}
+        for dtype in dict.fromkeys(r["dtype"] for r in rows):
+            per_shape: dict[str, dict] = {}
+            for row in (r for r in rows if r["dtype"] == dtype and r.get("tflops")):
+                slowest = per_shape.get(row["shape"])
+                if slowest is None or row["tflops"] < slowest["tflops"]:
+                    per_shape[row["shape"]] = row
+            if not per_shape:
+                continue
+            values = [r["tflops"] for r in per_shape.values()]
+            best = max(per_shape.values(), key=lambda r: r["tflops"])
+            peak = best.get("peak_tflops")
+            out[dtype] = {
+                "best_tflops": best["tflops"],
+                "best_shape": best["shape"],
+                "median_tflops": statistics.median(values),
+                "geomean_tflops": math.exp(statistics.fmean(math.log(v) for v in values)),
+                "peak_tflops": peak,
+                "best_efficiency": best["tflops"] / peak if peak else None,
+                "shapes": len(values),
+            }
+        return out
 
 
 BENCHMARK = Gemm()

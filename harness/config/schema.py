@@ -39,7 +39,7 @@ class BenchConfig:
     """Benchmarks to run, in order (the positional NAME[,NAME...] of `harness bench`)."""
     dtype: Any = None
     """Data type or list of them (float64, float32, tf32, bfloat16, float16, float8, int32, int64);
-    null: each benchmark's default for the device."""
+    null: each benchmark's default for the device (dtypes it lacks are skipped with a note)."""
     warmup: int = 5
     """Untimed iterations before timing, per case."""
     iters: int = 20
@@ -52,6 +52,35 @@ class BenchConfig:
     """Multiplicative step between message sizes, like nccl-tests -f."""
     shapes: Any = None
     """Matmul shapes as 'MxNxK' strings; null: the device's default list (square and skinny)."""
+    m: Any = None
+    """Matmul grid: m sizes as a list or 'start:stop:step' (stop included); with n and k."""
+    n: Any = None
+    """Matmul grid: n sizes, as m."""
+    k: Any = None
+    """Matmul grid: k sizes, as m."""
+    redop: Any = "sum"
+    """Reduction op(s) of all_reduce, reduce, reduce_scatter: sum, max, min, prod, avg."""
+    root: int = 0
+    """Root rank of broadcast and reduce, within its communicator."""
+    groups: int = 1
+    """Split the world into this many equal groups of consecutive ranks, run at the same time
+    (like NCCL_TESTS_SPLIT): one row per group, to test nodes or rails separately."""
+    in_place: Any = "both"
+    """Collective modes: both, true (in place only) or false (out of place only)."""
+    array_bytes: Any = None
+    """Bytes per array of the memory benchmark; null: 1 GiB on GPU, 4x the last-level cache on CPU."""
+    hpl_n: Any = None
+    """Orders N of the HPL solves (list); null: 8192,16384 on GPU, 1024,2048 on CPU."""
+
+
+@dataclass
+class TelemetryConfig:
+    """The sampler beside every measured case."""
+
+    enabled: bool = True
+    """Sample NVML (GPU) or OS (CPU) counters while each case is timed."""
+    interval_ms: int = 100
+    """Milliseconds between samples."""
 
 
 @dataclass
@@ -77,6 +106,7 @@ class RunConfig:
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
 
 

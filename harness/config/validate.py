@@ -3,6 +3,7 @@ one line naming the key, the bad value and what is valid."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -57,6 +58,58 @@ def _shapes(value: Any) -> tuple[tuple[int, int, int], ...] | None:
     return tuple(shapes)  # type: ignore[return-value]
 
 
+def _sizes(key: str, value: Any) -> list[int] | None:
+    """A list of positive ints, or 'start:stop:step' (stop included, as mamf-finder's ranges)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and ":" in value:
+        parts = value.split(":")
+        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts) or int(parts[2]) < 1 or int(parts[0]) < 1:
+            raise ConfigError(f"{key}={value!r}: use start:stop:step with positive whole numbers, e.g. 1024:8192:1024")
+        start, stop, step = (int(p) for p in parts)
+        if stop < start:
+            raise ConfigError(f"{key}={value!r}: stop is smaller than start")
+        return list(range(start, stop + 1, step))
+    items = _as_list(value) or []
+    out = []
+    for item in items:
+        if isinstance(item, bool) or not str(item).strip().isdigit() or int(item) < 1:
+            raise ConfigError(f"{key}: {item!r} is not a positive whole number")
+        out.append(int(item))
+    if not out:
+        raise ConfigError(f"{key} is empty")
+    return out
+
+
+def _grid(bench: BenchConfig) -> list[tuple[int, int, int]]:
+    dims = {key: _sizes(f"bench.{key}", getattr(bench, key)) for key in ("m", "n", "k")}
+    given = [key for key, sizes in dims.items() if sizes is not None]
+    if not given:
+        return []
+    if len(given) != 3:
+        missing = [key for key in dims if key not in given]
+        raise ConfigError(f"bench.m, bench.n and bench.k make a grid together; also give {', '.join(missing)}")
+    return list(itertools.product(dims["m"], dims["n"], dims["k"]))
+
+
+def _redops(value: Any) -> tuple[str, ...]:
+    from harness.bench.collectives.base import REDOPS
+
+    items = _as_list(value) or []
+    for item in items:
+        if item not in REDOPS:
+            raise ConfigError(f"bench.redop: unknown reduction {item!r}; choices: {', '.join(REDOPS)}")
+    if not items:
+        raise ConfigError(f"bench.redop is empty; choices: {', '.join(REDOPS)}")
+    return tuple(items)
+
+
+def _in_place(value: Any) -> bool | str:
+    if value in ("both", True, False):
+        return value
+    raise ConfigError(f"bench.in_place={value!r}; choices: both, true, false")
+
+
 def bench_spec(bench: BenchConfig, seed: int) -> BenchSpec:
     """The driver's options from `bench.*`, checked."""
     dtypes = _as_list(bench.dtype)
@@ -82,9 +135,20 @@ def bench_spec(bench: BenchConfig, seed: int) -> BenchSpec:
         min_bytes=min_bytes,
         max_bytes=max_bytes,
         step_factor=_int_at_least("bench.step_factor", bench.step_factor, 2),
-        shapes=_shapes(bench.shapes),
+        shapes=_all_shapes(bench),
         seed=seed,
+        redops=_redops(bench.redop),
+        root=_int_at_least("bench.root", bench.root, 0),
+        groups=_int_at_least("bench.groups", bench.groups, 1),
+        in_place=_in_place(bench.in_place),
+        array_bytes=_size("bench.array_bytes", bench.array_bytes) if bench.array_bytes is not None else None,
+        hpl_n=tuple(_sizes("bench.hpl_n", bench.hpl_n)) if bench.hpl_n is not None else None,
     )
+
+
+def _all_shapes(bench: BenchConfig) -> tuple[tuple[int, int, int], ...] | None:
+    shapes = list(_shapes(bench.shapes) or ()) + _grid(bench)
+    return tuple(dict.fromkeys(shapes)) or None
 
 
 def resolve_nproc(value: Any, device_type: str) -> int:
@@ -105,6 +169,7 @@ def validate_common(cfg: RunConfig) -> None:
     if cfg.debug.fault not in FAULTS:
         raise ConfigError(f"debug.fault={cfg.debug.fault!r}; choices: {', '.join(FAULTS)}")
     _int_at_least("launch.timeout_s", cfg.launch.timeout_s, 1)
+    _int_at_least("telemetry.interval_ms", cfg.telemetry.interval_ms, 1)
     _int_at_least("debug.fault_rank", cfg.debug.fault_rank, 0)
     if not str(cfg.results.dir).strip():
         raise ConfigError("results.dir is empty; give a folder, e.g. results.dir=./results")

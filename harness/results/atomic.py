@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, fsync it, then rename it over `path`."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write `text` (or bytes) to a temporary file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        if not isinstance(text, str | bytes):
+            raise TypeError(f"write_atomic takes str or bytes, not {type(text).__name__}")
+        with os.fdopen(fd, "wb") as fh:
+            if isinstance(text, str):
+                text = text.encode("utf-8")
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

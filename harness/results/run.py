@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.results import provenance
-from harness.results.atomic import write_json_atomic, write_jsonl_atomic
+from harness.results.atomic import write_atomic, write_json_atomic, write_jsonl_atomic
 from harness.results.schema import SCHEMA_VERSION, validate_manifest, validate_row
 
 MANIFEST = "manifest.json"
@@ -92,6 +92,9 @@ class RunRecord:
             "env": provenance.environment(),
             "rows": 0,
             "failed_rows": 0,
+            "notes": [],
+            "summary": {},
+            "files": [],
             "error": None,
         }
         record = cls(path, manifest)
@@ -113,6 +116,13 @@ class RunRecord:
         failed = sum(1 for row in self.rows if not row["passed"])
         self.update(rows=len(self.rows), failed_rows=failed)
 
+    def add_file(self, name: str, data: bytes) -> None:
+        """Write a further file (a plot) into the run directory, atomically, and list it."""
+        if "/" in name or name in (MANIFEST, ROWS) or name.startswith("."):
+            raise ValueError(f"not a file name for a run directory: {name!r}")
+        write_atomic(self.path / name, data)
+        self.update(files=sorted({*self.manifest.get("files", []), name}))
+
     def finish(self, status: str, error: str | None = None) -> None:
         """Write the final status, then make the record read-only."""
         if status not in STATUSES[1:]:
@@ -120,9 +130,8 @@ class RunRecord:
         if not (self.path / ROWS).exists():
             write_jsonl_atomic(self.path / ROWS, self.rows)
         self.update(status=status, finished_at=utc_now(), error=error)
-        for name in (MANIFEST, ROWS):
-            target = self.path / name
-            os.chmod(target, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        for name in (MANIFEST, ROWS, *self.manifest.get("files", [])):
+            os.chmod(self.path / name, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
 
     def _write_manifest(self) -> None:
         validate_manifest(self.manifest)

@@ -50,7 +50,7 @@ def test_plan_counts_cases() -> None:
     ("overrides", "message"),
     [
         (["foo=1"], "unknown config key 'foo'; valid keys at top level: bench, debug, device"),
-        (["bench.sizes=1"], "unknown config key 'bench.sizes'; valid keys at bench: dtype"),
+        (["bench.sizes=1"], "unknown config key 'bench.sizes'; valid keys at bench: array_bytes, dtype"),
         (["bench=huge"], "unknown bench preset 'huge'; choices: default, quick"),
         (["bench.iters=abc"], "bench.iters"),
         (["bench.iters=0"], "bench.iters=0 must be a whole number >= 1"),
@@ -66,6 +66,15 @@ def test_plan_counts_cases() -> None:
         (["device=cuda"], "device=cuda but no CUDA GPU is visible"),
         (["debug.fault=explode"], "debug.fault='explode'; choices: none, wrong_result, raise, hang"),
         (["bench.max_bytes=64T"], "needs about"),
+        (["bench.groups=0"], "bench.groups=0 must be a whole number >= 1"),
+        (["bench.redop=mean"], "bench.redop: unknown reduction 'mean'; choices: sum, max, min, prod, avg"),
+        (["bench.in_place=maybe"], "bench.in_place='maybe'; choices: both, true, false"),
+        (["bench.m=[1024]"], "also give n, k"),
+        (["bench.m=8:4:1", "bench.n=1", "bench.k=1"], "stop is smaller than start"),
+        (["bench.m=a:b:c", "bench.n=1", "bench.k=1"], "use start:stop:step"),
+        (["bench.hpl_n=[0]"], "bench.hpl_n: 0 is not a positive whole number"),
+        (["bench.array_bytes=lots"], "bench.array_bytes: 'lots' is not a size"),
+        (["telemetry.interval_ms=0"], "telemetry.interval_ms=0 must be a whole number >= 1"),
     ],
 )
 def test_bad_input_is_one_clear_line(overrides: list[str], message: str) -> None:
@@ -77,13 +86,30 @@ def test_bad_input_is_one_clear_line(overrides: list[str], message: str) -> None
 
 
 def test_gemm_shape_too_large_for_memory() -> None:
-    with pytest.raises(ConfigError, match=r"GiB but the device has"):
+    with pytest.raises(ConfigError, match=r"needs 894.1 GiB on each device but .* GiB is free"):
         prepare(["task=bench", "bench.names=[gemm]", "bench.shapes=[200000x200000x200000]", "device=cpu"])
 
 
-def test_gemm_dtype_the_cpu_lacks() -> None:
-    with pytest.raises(ConfigError, match="'tf32' is not available for gemm on cpu"):
-        prepare(["task=bench", "bench.names=[gemm]", "bench.dtype=tf32", "device=cpu"])
+@pytest.mark.parametrize("dtype", ["tf32", "float8"])
+def test_gemm_dtype_the_cpu_lacks_is_refused(dtype: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{dtype}' is not available for gemm on cpu; choices: float64, float32"):
+        prepare(["task=bench", "bench.names=[gemm]", f"bench.dtype={dtype}", "device=cpu"])
+
+
+def test_gemm_grid_from_ranges() -> None:
+    job = prepare(["task=bench", "bench.names=[gemm]", "bench.m=64:256:64", "bench.n=[32]", "bench.k=48",
+                   "bench.shapes=[8x8x8]", "device=cpu", "bench.dtype=float32"])  # fmt: skip
+    ((_, cases),) = job.plan.items
+    assert [(c["m"], c["n"], c["k"]) for c in cases] == [(8, 8, 8), (64, 32, 48), (128, 32, 48), (192, 32, 48),
+                                                          (256, 32, 48)]  # fmt: skip
+
+
+def test_aliases_expand() -> None:
+    job = prepare(["task=bench", "bench.names=[all]", "bench=quick", "device=cpu"])
+    names = [bench.name for bench, _ in job.plan.items]
+    assert names == ["gemm", "memory", "host_link", "hpl", "all_reduce", "all_gather", "reduce_scatter",
+                     "broadcast", "reduce", "all_to_all", "sendrecv"]  # fmt: skip
+    assert "host_link: not applicable on cpu (no device memory, no host link); skipped" in job.plan.notes
 
 
 def test_no_benchmark_named() -> None:

@@ -30,7 +30,7 @@ def test_create_add_finish(tmp_path: Path) -> None:
     stamp, task, short = record.run_id.split("-")
     assert task == "bench" and stamp.endswith("Z") and len(short) == 6
     on_disk = json.loads((record.path / "manifest.json").read_text())
-    assert on_disk["status"] == "running" and on_disk["schema_version"] == 1
+    assert on_disk["status"] == "running" and on_disk["schema_version"] == 2
     record.add_rows([GEMM_ROW, {**GEMM_ROW, "rank": 1, "passed": False, "rel_error": float("nan")}])
     record.finish("failed", "one row failed")
     back = RunRecord.load(record.path)

@@ -1,0 +1,35 @@
+"""broadcast: S = count × size, busbw = algbw. torch broadcasts in place; out of place, the
+output is refreshed from the input before each call (untimed). Non-roots start from garbage."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from harness.bench.collectives.base import Buffers, CollectiveBench, OpCase, count_wrong, pattern
+
+
+class Broadcast(CollectiveBench):
+    name = "broadcast"
+    description = "broadcast from bench.root to every rank"
+    rooted = True
+    keys = (*CollectiveBench.keys, "root")
+
+    def build_op(self, case: OpCase) -> Buffers:
+        comm = case.comm
+        expected = pattern(case.count, case.root, case.dtype, case.device)
+        inp = expected.clone() if comm.rank == case.root else torch.full_like(expected, 7)
+        out = inp if case.in_place else torch.empty_like(inp)
+        src = comm.ranks[case.root]
+        pristine = inp.clone()
+
+        def run() -> None:
+            dist.broadcast(out, src=src, group=comm.group)
+
+        verify = lambda: count_wrong(out, expected)  # noqa: E731
+        if case.in_place:
+            return Buffers(run, verify, out, reset=lambda: out.copy_(pristine))
+        return Buffers(run, verify, out, prepare=lambda: out.copy_(inp))
+
+
+BENCHMARK = Broadcast()

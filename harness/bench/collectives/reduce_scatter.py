@@ -1,0 +1,56 @@
+"""reduce_scatter: S = the full input (recvcount × n × size), busbw = algbw × (n−1)/n.
+Rank r's input is pattern() over the global index; its output is the reduction of slice r.
+In place, the output is the rank's own slice of the input, as in NCCL."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from harness.bench.collectives.base import (
+    Buffers,
+    CollectiveBench,
+    OpCase,
+    avg_tolerance,
+    count_wrong,
+    pattern,
+    reduced,
+    torch_op,
+)
+
+# torch 2.13 renamed reduce_scatter_tensor; clusters run older releases too.
+REDUCE_SCATTER = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
+class ReduceScatter(CollectiveBench):
+    name = "reduce_scatter"
+    description = "reduce_scatter: the reduction of slice r lands on rank r"
+    reduces = True
+    keys = (*CollectiveBench.keys, "redop")
+
+    def count_multiple(self, group_size: int) -> int:
+        return group_size
+
+    def build_op(self, case: OpCase) -> Buffers:
+        comm = case.comm
+        chunk = case.count // comm.size
+        inp = pattern(case.count, comm.rank, case.dtype, case.device)
+        pristine = inp.clone()
+        start = comm.rank * chunk
+        out = inp[start : start + chunk] if case.in_place else torch.empty(chunk, dtype=case.dtype, device=case.device)
+        expected = reduced(case.redop, comm.size)
+        atol = avg_tolerance(case.dtype) if case.redop == "avg" else 0.0
+        op = torch_op(case.redop)
+
+        def run() -> None:
+            REDUCE_SCATTER(out, inp, op=op, group=comm.group)
+
+        return Buffers(
+            run,
+            lambda: count_wrong(out, expected, offset=start, atol=atol),
+            out,
+            reset=lambda: inp.copy_(pristine),
+        )
+
+
+BENCHMARK = ReduceScatter()

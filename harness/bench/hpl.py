@@ -1,0 +1,99 @@
+"""hpl: FP64 dense solve of Ax = b of order N on each rank's device (LU through torch.linalg),
+FLOPs 2/3·N³ + 3/2·N² (HPL's count), and HPL's scaled-residual check, which must be below 16:
+  ‖Ax − b‖∞ / (ε · (‖A‖∞ · ‖x‖∞ + ‖b‖∞) · N),  ε = float64 machine epsilon.
+A and b are uniform in [−0.5, 0.5), as in HPL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness import units
+from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
+from harness.devices import device_name
+from harness.dist import Comm, DistContext
+from harness.errors import ConfigError
+from harness.hardware import peak_tflops
+
+THRESHOLD = 16.0
+DEFAULT_N = {"cpu": (1024, 2048), "cuda": (8192, 16384)}
+
+
+def scaled_residual(a: torch.Tensor, x: torch.Tensor, b: torch.Tensor) -> float:
+    """HPL's ‖Ax − b‖∞ / (ε (‖A‖∞ ‖x‖∞ + ‖b‖∞) N), computed in float64."""
+    a, x, b = a.double(), x.double(), b.double()
+    n = a.shape[0]
+    eps = torch.finfo(torch.float64).eps
+    residual = torch.linalg.vector_norm(a @ x - b, ord=float("inf"))
+    norm_a = torch.linalg.matrix_norm(a, ord=float("inf"))
+    norm_x = torch.linalg.vector_norm(x, ord=float("inf"))
+    norm_b = torch.linalg.vector_norm(b, ord=float("inf"))
+    scale = eps * (norm_a * norm_x + norm_b) * n
+    return float(residual / scale)
+
+
+class Hpl(Benchmark):
+    name = "hpl"
+    description = "HPL-style FP64 solve Ax=b on each rank's device: GFLOP/s with the scaled-residual check (< 16)"
+    collective = False
+    keys = ("hpl_n", "warmup", "iters")
+    columns = (
+        Column("rank", "rank"),
+        Column("n", "N", "{:,}"),
+        Column("time_us", "time (us)", "{:.1f}"),
+        Column("gflops", "GFLOP/s", "{:.2f}"),
+        Column("residual", "residual", "{:.3g}"),
+    )
+
+    def dtypes(self, device_type: str) -> tuple[str, ...]:
+        return ("float64",)
+
+    def default_dtypes(self, device_type: str) -> tuple[str, ...]:
+        return ("float64",)
+
+    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[dict]:
+        cases = []
+        for n in spec.hpl_n or DEFAULT_N[env.device_type]:
+            need = 3 * 8 * n * n * env.ranks_per_host  # A, its LU factors, and A·x in the check
+            if need > 0.9 * env.free_memory_bytes:
+                raise ConfigError(
+                    f"bench.hpl_n: N={n} needs {need / 2**30:.1f} GiB on each device but "
+                    f"{env.free_memory_bytes / 2**30:.1f} GiB is free"
+                )
+            cases.append({"n": n, "dtype": "float64"})
+        return cases
+
+    def build(self, case: dict, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Case:
+        n = case["n"]
+        gen = torch.Generator(device="cpu").manual_seed(spec.seed * 7919 + ctx.rank)
+        a = (torch.rand(n, n, generator=gen, dtype=torch.float64) - 0.5).to(ctx.device)
+        b = (torch.rand(n, 1, generator=gen, dtype=torch.float64) - 0.5).to(ctx.device)
+        x = torch.empty_like(b)
+
+        def run() -> None:
+            torch.linalg.solve(a, b, out=x)
+
+        def verify() -> dict[str, Any]:
+            residual = scaled_residual(a, x, b)
+            return {"residual": residual, "threshold": THRESHOLD, "passed": residual < THRESHOLD}
+
+        flops = units.hpl_flops(n)
+        peak = peak_tflops(device_name(ctx.device.type), ctx.device.type, "float64")
+
+        def figures(seconds: float) -> dict:
+            gflops = flops / seconds / 1e9
+            return {"gflops": gflops, "efficiency": gflops / 1e3 / peak if peak else None}
+
+        return Case(dict(case), run, verify, x, figures)
+
+    def summary(self, rows: list[dict]) -> dict[str, Any]:
+        good = [r for r in rows if r.get("gflops")]
+        if not good:
+            return {}
+        best = max(good, key=lambda r: r["gflops"])
+        worst = max(r["residual"] or 0 for r in rows)
+        return {"best_gflops": best["gflops"], "best_n": best["n"], "max_residual": worst}
+
+
+BENCHMARK = Hpl()

@@ -1,0 +1,67 @@
+"""Hardware profiles (configs/hardware/*.yaml): datasheet peaks, looked up by device name.
+
+Peaks are data, not constants in code. A device no profile matches gets no efficiency figure
+(rather than a guess: torchtitan's MFU above 100 % came from a missing table entry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+from omegaconf import OmegaConf
+
+from harness.config.compose import config_dir
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One kind of device."""
+
+    name: str
+    description: str
+    match: tuple[str, ...]
+    """Substrings of the device name (torch.cuda.get_device_name) that identify it."""
+    peak_tflops: dict[str, float] = field(default_factory=dict)
+    """Dense datasheet peak per dtype, TFLOP/s."""
+    memory_tbps: float | None = None
+    """Memory bandwidth, TB/s."""
+    link_gbps: float | None = None
+    """GPU-to-GPU link bandwidth per GPU, GB/s."""
+
+
+@cache
+def profiles() -> dict[str, Profile]:
+    """Every profile under configs/hardware/, by name."""
+    found = {}
+    for path in sorted((config_dir() / "hardware").glob("*.yaml")):
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        assert isinstance(data, dict)
+        found[data["name"]] = Profile(
+            name=data["name"],
+            description=data.get("description", ""),
+            match=tuple(data.get("match") or ()),
+            peak_tflops={k: float(v) for k, v in (data.get("peak_tflops") or {}).items()},
+            memory_tbps=data.get("memory_tbps"),
+            link_gbps=data.get("link_gbps"),
+        )
+    return found
+
+
+def profile_for(device_name: str, device_type: str) -> Profile | None:
+    """The profile whose longest pattern occurs in the device name ('GB200' beats 'B200');
+    the generic `cpu` profile for CPUs; None for an unknown accelerator."""
+    if device_type == "cpu":
+        return profiles().get("cpu")
+    best, best_len = None, 0
+    for profile in profiles().values():
+        for pattern in profile.match:
+            if pattern.lower() in device_name.lower() and len(pattern) > best_len:
+                best, best_len = profile, len(pattern)
+    return best
+
+
+def peak_tflops(device_name: str, device_type: str, dtype: str) -> float | None:
+    """The datasheet peak for this device and dtype, or None when it is not known."""
+    profile = profile_for(device_name, device_type)
+    return profile.peak_tflops.get(dtype) if profile else None

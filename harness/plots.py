@@ -1,0 +1,103 @@
+"""Plots for a run directory (PNG, matplotlib without a display): bus bandwidth against message
+size per collective, TFLOP/s per matmul shape and dtype, memory GB/s per kernel. People look at
+plots rather than tables; these are what nccl-tests and mamf-finder users draw by hand."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on cluster nodes
+import matplotlib.pyplot as plt
+
+from harness.bench.collectives import OPS
+
+COLLECTIVES = {op.name for op in OPS}
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def busbw_plot(rows_by_bench: dict[str, list[dict]]) -> bytes | None:
+    series: dict[str, list[tuple[int, float]]] = {}
+    dashed: set[str] = set()
+    for name, rows in rows_by_bench.items():
+        if name not in COLLECTIVES:
+            continue
+        for row in rows:
+            if row.get("busbw_gbps") is None:
+                continue
+            label = f"{name} {row['dtype']}" + (f" {row['redop']}" if row.get("redop") not in (None, "sum") else "")
+            label += " in-place" if row["in_place"] else ""
+            label += f" g{row['group']}" if row.get("group") else ""
+            series.setdefault(label, []).append((row["bytes"], row["busbw_gbps"]))
+            if row["in_place"]:
+                dashed.add(label)
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, points in sorted(series.items()):
+        points.sort()
+        style = "--" if label in dashed else "-"
+        ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", markersize=3, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("message size (bytes)")
+    ax.set_ylabel("bus bandwidth (GB/s)")
+    ax.set_title("Collectives: busbw against message size")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return _png(fig)
+
+
+def gemm_plot(rows: list[dict]) -> bytes | None:
+    if not rows:
+        return None
+    dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(shapes) * len(dtypes)), 5))
+    width = 0.8 / len(dtypes)
+    for i, dtype in enumerate(dtypes):
+        # A node is as fast as its slowest GPU: plot each shape's slowest rank.
+        values = [min((r["tflops"] or 0 for r in rows if r["dtype"] == dtype and r["shape"] == s), default=0)
+                  for s in shapes]  # fmt: skip
+        ax.bar([x + i * width for x in range(len(shapes))], values, width, label=dtype)
+    ax.set_xticks([x + width * (len(dtypes) - 1) / 2 for x in range(len(shapes))], shapes, rotation=45, ha="right")
+    ax.set_ylabel("TFLOP/s (slowest rank)")
+    ax.set_title("gemm: TFLOP/s per shape and dtype")
+    ax.legend()
+    return _png(fig)
+
+
+def memory_plot(rows: list[dict]) -> bytes | None:
+    if not rows:
+        return None
+    kernels = list(dict.fromkeys(r["kernel"] for r in rows))
+    ranks = sorted({r["rank"] for r in rows})
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    width = 0.8 / len(ranks)
+    for i, rank in enumerate(ranks):
+        values = [next((r["gbps"] or 0 for r in rows if r["kernel"] == k and r["rank"] == rank), 0) for k in kernels]
+        ax.bar([x + i * width for x in range(len(kernels))], values, width, label=f"rank {rank}")
+    ax.set_xticks([x + width * (len(ranks) - 1) / 2 for x in range(len(kernels))], kernels)
+    ax.set_ylabel("GB/s (read + written)")
+    ax.set_title("memory: STREAM kernels per rank")
+    if len(ranks) <= 16:
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def render(rows_by_bench: dict[str, list[dict]]) -> dict[str, bytes]:
+    """{file name: PNG bytes} for what the run measured."""
+    made = {
+        "busbw.png": busbw_plot(rows_by_bench),
+        "gemm_tflops.png": gemm_plot(rows_by_bench.get("gemm", [])),
+        "memory_gbps.png": memory_plot(rows_by_bench.get("memory", [])),
+    }
+    return {name: png for name, png in made.items() if png}
