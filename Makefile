@@ -34,7 +34,7 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.installed
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/harness bench gemm,all_reduce $(RUN_ARGS)
+	$(BIN)/harness bench all $(RUN_ARGS)
 
 test: $(VENV)/.dev
 	bash slurm/local/start.sh

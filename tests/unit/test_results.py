@@ -109,3 +109,29 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
         write_atomic(target, 42)  # type: ignore[arg-type]
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temporary file left
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def test_version_1_records_still_validate() -> None:
+    """Schema version 2 extends version 1: a real version-1 run validates under both."""
+    record = RunRecord.load(DATA / "v1-run")
+    assert record.manifest["schema_version"] == 1
+    validate_manifest(record.manifest, version=1)
+    validate_manifest(record.manifest)
+    for row in record.rows:
+        validate_row(row, version=1)
+        validate_row(row)
+    assert {r["bench"] for r in record.rows} == {"gemm", "all_reduce"}
+
+
+def test_files_are_written_atomically_and_listed(tmp_path: Path) -> None:
+    record = make(tmp_path)
+    record.add_file("plot.png", b"\x89PNG fake")
+    with pytest.raises(ValueError):
+        record.add_file("../escape.png", b"x")
+    record.finish("ok")
+    assert record.manifest["files"] == ["plot.png"]
+    assert (record.path / "plot.png").read_bytes() == b"\x89PNG fake"
+    assert not os.stat(record.path / "plot.png").st_mode & stat.S_IWUSR
