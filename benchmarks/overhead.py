@@ -1,15 +1,18 @@
-"""How much does the harness's measurement differ from a bare loop? (goal: ratio 0.97-1.03)
+"""Fidelity and overhead of the harness's measurements against bare torch loops.
 
 In one run, on N local ranks (gloo on CPU, NCCL on GPUs), alternating trials of:
-- all_reduce at 64 MiB: the harness driver's busbw vs a bare `dist.all_reduce` loop
+- each collective op at one size: the harness driver's busbw vs a bare torch.distributed loop
   (timed as nccl-tests does: barrier, N back-to-back calls, total / N, slowest rank);
-- gemm: the harness driver's TFLOP/s vs a bare `torch.mm` loop of the same shape and dtype.
-Both sides are checked before their speed counts (harness rows must pass their checks; the bare
-all_reduce result must equal the world size, the bare product must match a float64 product).
-Prints medians over trials, their min-max, and the ratios.
+- gemm: the harness driver's TFLOP/s vs a bare `torch.mm` loop of the same shape and dtype;
+- the harness's own cost per measured iteration: its timing loop around a call that does
+  nothing, against a bare loop around the same call.
+Both sides check their results before their speed counts (harness rows must pass their checks;
+the bare results are compared with the expected values). Prints medians over trials, their
+min-max, and the ratios harness / bare (goal: 0.97-1.03).
 
-    python benchmarks/overhead.py                      # 2 ranks, 64 MiB, 1024^3 float32, 7 trials
-    python benchmarks/overhead.py --nproc 8 --bytes 1G --shape 8192x8192x8192 --dtype bfloat16
+    python benchmarks/overhead.py                                     # 2 ranks, all_reduce 64M, gemm 1024^3
+    python benchmarks/overhead.py --nproc 4 --ops all_gather,reduce_scatter,broadcast --bytes 16M --no-gemm
+    python benchmarks/overhead.py --nproc 8 --bytes 1G --shape 8192x8192x8192 --dtype bfloat16   # a GPU node
 """
 
 from __future__ import annotations
@@ -18,34 +21,62 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from harness import units
-from harness.bench.base import BenchSpec
+from harness.bench.base import BenchSpec, PlanEnv
+from harness.bench.collectives.all_gather import ALL_GATHER
+from harness.bench.collectives.reduce_scatter import REDUCE_SCATTER
 from harness.bench.driver import plan_suite, run_suite
+from harness.bench.timing import measure
 from harness.devices import DTYPES
 from harness.dist import DistContext, LaunchEnv, free_port
 
 
-def bare_all_reduce(ctx: DistContext, nbytes: int, warmup: int, iters: int) -> float:
-    """busbw of a plain loop; checked first."""
-    tensor = torch.ones(nbytes // 4, device=ctx.device)
-    dist.all_reduce(tensor)
-    assert torch.all(tensor == ctx.world_size), "bare all_reduce gave a wrong result"
+def _bare(op: str, count: int, ctx: DistContext) -> tuple[Callable[[], None], Callable[[], bool]]:
+    """A bare call of `op` and a check of its result (ones everywhere in, so results are known)."""
+    n, device = ctx.world_size, ctx.device
+    if op == "all_reduce":
+        t = torch.ones(count, device=device)
+        return (lambda: dist.all_reduce(t)), (lambda: bool(torch.all(t == n)))
+    if op == "broadcast":
+        t = torch.full((count,), float(ctx.rank), device=device)
+        return (lambda: dist.broadcast(t, src=0)), (lambda: bool(torch.all(t == 0)))
+    if op == "all_gather":
+        inp, out = torch.full((count // n,), float(ctx.rank), device=device), torch.empty(count, device=device)
+        expected = torch.arange(n, device=device).repeat_interleave(count // n).float()
+        return (lambda: ALL_GATHER(out, inp)), (lambda: bool(torch.equal(out, expected)))
+    if op == "reduce_scatter":
+        inp, out = torch.ones(count, device=device), torch.empty(count // n, device=device)
+        return (lambda: REDUCE_SCATTER(out, inp)), (lambda: bool(torch.all(out == n)))
+    raise SystemExit(f"no bare loop for {op}; choose from all_reduce, all_gather, reduce_scatter, broadcast")
+
+
+# The harness mode that matches the bare call (torch's in-place all_reduce and broadcast).
+IN_PLACE = {"all_reduce": True, "broadcast": True, "all_gather": False, "reduce_scatter": False}
+
+
+def bare_busbw(op: str, ctx: DistContext, nbytes: int, warmup: int, iters: int) -> float:
+    count = nbytes // 4 // ctx.world_size * ctx.world_size
+    run, ok = _bare(op, count, ctx)
+    run()
+    sync(ctx)
+    assert ok(), f"bare {op} gave a wrong result"
     for _ in range(warmup):
-        dist.all_reduce(tensor)
+        run()
     sync(ctx)
     dist.barrier()
     start = time.perf_counter()
     for _ in range(iters):
-        dist.all_reduce(tensor)
+        run()
     sync(ctx)
     elapsed = torch.tensor([(time.perf_counter() - start) / iters], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
-    return units.busbw_gbps("all_reduce", nbytes, float(elapsed), ctx.world_size)
+    return units.busbw_gbps(op, nbytes, float(elapsed), ctx.world_size)
 
 
 def bare_mm(ctx: DistContext, shape: tuple[int, int, int], dtype: str, warmup: int, iters: int) -> float:
@@ -66,6 +97,21 @@ def bare_mm(ctx: DistContext, shape: tuple[int, int, int], dtype: str, warmup: i
     return units.tflops(units.gemm_flops(m, n, k), (time.perf_counter() - start) / iters)
 
 
+def loop_overhead_us(iters: int = 20000) -> tuple[float, float]:
+    """(harness, bare) wall time per iteration around a call that does nothing, in us."""
+    device = torch.device("cpu")
+    dist.barrier()
+    start = time.perf_counter()
+    measure(lambda: None, device=device, warmup=0, iters=iters)
+    harness = (time.perf_counter() - start) / iters * 1e6
+    nothing = lambda: None  # noqa: E731
+    start = time.perf_counter()
+    for _ in range(iters):
+        nothing()
+    bare = (time.perf_counter() - start) / iters * 1e6
+    return harness, bare
+
+
 def sync(ctx: DistContext) -> None:
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
@@ -84,39 +130,44 @@ def worker(rank: int, args: argparse.Namespace, port: int) -> None:
     ctx = DistContext(LaunchEnv("local", rank, world, rank, world), device, "nccl" if cuda else "gloo")
     nbytes = units.parse_bytes(args.bytes)
     shape = tuple(int(x) for x in args.shape.split("x"))
-    spec_ar = BenchSpec(("float32",), args.warmup, args.iters, nbytes, nbytes, 2, None)
-    spec_mm = BenchSpec((args.dtype,), args.warmup, args.iters, 1, 1, 2, (shape,))
-    plan_ar = plan_suite(["all_reduce"], spec_ar, device.type, 2**40)
-    plan_ar.items[0][1][:] = [c for c in plan_ar.items[0][1] if c["in_place"]]  # the bare loop is in place
-    plan_mm = plan_suite(["gemm"], spec_mm, device.type, 2**40)
-    figures: dict[str, list[float]] = {"h_ar": [], "b_ar": [], "h_mm": [], "b_mm": []}
+    env = PlanEnv(device.type, 2**40, world_size=world)
+    ops = [op for op in args.ops.split(",") if op]
+    plans = {}
+    for op in ops:
+        spec = BenchSpec(("float32",), args.warmup, args.iters, nbytes, nbytes, 2, None, in_place=IN_PLACE[op])
+        plans[op] = plan_suite([op], spec, env)
+    if args.gemm:
+        plans["gemm"] = plan_suite(["gemm"], BenchSpec((args.dtype,), args.warmup, args.iters, 1, 1, 2, (shape,)), env)
+    figures: dict[str, dict[str, list[float]]] = {name: {"h": [], "b": []} for name in plans}
     for trial in range(args.trials):
-        # Alternate the order so that drift (heat, noise) hits both sides alike.
-        order = ("h", "b") if trial % 2 == 0 else ("b", "h")
-        for side in order:
-            if side == "h":
-                res = run_suite(plan_ar, ctx)
-                res_mm = run_suite(plan_mm, ctx)
-                if rank == 0:
-                    assert res.failed == 0 and res_mm.failed == 0, "harness check failed"
-                    figures["h_ar"].append(res.rows["all_reduce"][0]["busbw_gbps"])
-                    figures["h_mm"].append(res_mm.rows["gemm"][0]["tflops"])
-            else:
-                figures["b_ar"].append(bare_all_reduce(ctx, nbytes, args.warmup, args.iters))
-                figures["b_mm"].append(bare_mm(ctx, shape, args.dtype, args.warmup, args.iters))
+        for side in ("h", "b") if trial % 2 == 0 else ("b", "h"):  # alternate: drift hits both sides alike
+            for name, plan in plans.items():
+                if side == "h":
+                    result = run_suite(plan, ctx)
+                    if rank == 0:
+                        assert result.failed == 0, f"harness check failed for {name}"
+                        row = result.rows[name][0]
+                        figures[name]["h"].append(row["tflops"] if name == "gemm" else row["busbw_gbps"])
+                elif name == "gemm":
+                    figures[name]["b"].append(bare_mm(ctx, shape, args.dtype, args.warmup, args.iters))
+                else:
+                    figures[name]["b"].append(bare_busbw(name, ctx, nbytes, args.warmup, args.iters))
+    harness_us, bare_us = loop_overhead_us()  # on every rank: measure() passes a barrier
     if rank == 0:
         where = torch.cuda.get_device_name() if cuda else f"CPU, {world} ranks x {torch.get_num_threads()} threads"
-        print(f"device: {where}; torch {torch.__version__}; {args.trials} trials, {args.iters} iterations each")
-        print(f"{'measure':<34} {'harness':>22} {'bare loop':>22} {'ratio':>7}")
-        for key, label, unit in (("ar", f"all_reduce {args.bytes} float32 busbw", "GB/s"),
-                                 ("mm", f"gemm {args.shape} {args.dtype}", "TFLOP/s")):  # fmt: skip
-            h, b = figures[f"h_{key}"], figures[f"b_{key}"]
+        print(f"device: {where}; torch {torch.__version__}; {args.trials} trials x {args.iters} iterations")
+        print(f"{'measure':<44} {'harness':>22} {'bare loop':>22} {'ratio':>7}")
+        for name, values in figures.items():
+            label = f"gemm {args.shape} {args.dtype} [TFLOP/s]" if name == "gemm" else (
+                f"{name} {args.bytes} float32, {world} ranks [busbw GB/s]")  # fmt: skip
 
-            def fmt(v: list[float], unit: str = unit) -> str:
+            def fmt(v: list[float]) -> str:
                 return f"{statistics.median(v):.3f} ({min(v):.3f}-{max(v):.3f})"
 
-            ratio = statistics.median(h) / statistics.median(b)
-            print(f"{label + ' [' + unit + ']':<34} {fmt(h):>22} {fmt(b):>22} {ratio:>7.3f}")
+            ratio = statistics.median(values["h"]) / statistics.median(values["b"])
+            print(f"{label:<44} {fmt(values['h']):>22} {fmt(values['b']):>22} {ratio:>7.3f}")
+        print(f"harness timing loop: {harness_us:.2f} us per iteration around a no-op, bare loop {bare_us:.2f} us: "
+              f"the harness adds {harness_us - bare_us:.2f} us per measured iteration")  # fmt: skip
     dist.barrier()
     dist.destroy_process_group()
 
@@ -124,9 +175,13 @@ def worker(rank: int, args: argparse.Namespace, port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nproc", type=int, default=torch.cuda.device_count() or 2)
+    parser.add_argument(
+        "--ops", default="all_reduce", help="comma list of all_reduce, all_gather, reduce_scatter, broadcast"
+    )
     parser.add_argument("--bytes", default="64M")
     parser.add_argument("--shape", default="1024x1024x1024")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--no-gemm", dest="gemm", action="store_false")
     parser.add_argument("--trials", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iters", type=int, default=20)

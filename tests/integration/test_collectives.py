@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from harness.bench.collectives import OPS
-from tests.conftest import run_cmd
+from tests.conftest import Run, run_cmd
 
 pytestmark = pytest.mark.integration
 
 OPS_NAMES = [op.name for op in OPS]
 
 
-def collectives(results_dir: Path, nproc: int, *extra: str):  # noqa: ANN201
+def collectives(results_dir: Path, nproc: int, *extra: str) -> Run:
     cmd = ["harness", "bench", "collectives", "bench=quick", "bench.max_bytes=1K", "bench.iters=3",
            f"launch.nproc={nproc}", "telemetry.interval_ms=20", f"results.dir={results_dir}", *extra]  # fmt: skip
     run = run_cmd(cmd, timeout=240)

@@ -24,30 +24,30 @@ class FakeNvml:
     def _now(self) -> dict:
         return self.readings[min(self.i, len(self.readings) - 1)]
 
-    def nvmlInit(self) -> None:  # noqa: N802 - pynvml's names
+    def nvmlInit(self) -> None:
         pass
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
         return f"gpu{index}"
 
-    def nvmlDeviceGetPowerUsage(self, handle: str) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerUsage(self, handle: str) -> int:
         return self._now()["mw"]
 
-    def nvmlDeviceGetClockInfo(self, handle: str, which: int) -> int:  # noqa: N802
+    def nvmlDeviceGetClockInfo(self, handle: str, which: int) -> int:
         return self._now()["sm"] if which == self.NVML_CLOCK_SM else 2619
 
-    def nvmlDeviceGetTemperature(self, handle: str, sensor: int) -> int:  # noqa: N802
+    def nvmlDeviceGetTemperature(self, handle: str, sensor: int) -> int:
         return self._now()["temp"]
 
-    def nvmlDeviceGetUtilizationRates(self, handle: str) -> SimpleNamespace:  # noqa: N802
+    def nvmlDeviceGetUtilizationRates(self, handle: str) -> SimpleNamespace:
         return SimpleNamespace(gpu=100, memory=40)
 
-    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: str) -> int:  # noqa: N802
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: str) -> int:
         reasons = self._now()["reasons"]
         self.i += 1
         return reasons
 
-    def nvmlDeviceGetTotalEccErrors(self, handle: str, kind: int, counter: int) -> int:  # noqa: N802
+    def nvmlDeviceGetTotalEccErrors(self, handle: str, kind: int, counter: int) -> int:
         if self.ecc is None:
             raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
         return self.ecc[min(self.i, len(self.ecc) - 1)]
@@ -81,7 +81,7 @@ def test_idle_gpu_is_not_throttled_and_ecc_may_be_unsupported() -> None:
 
 def test_missing_nvml_falls_back_with_a_note() -> None:
     class Broken:
-        def nvmlInit(self) -> None:  # noqa: N802
+        def nvmlInit(self) -> None:
             raise RuntimeError("NVML Shared Library Not Found")
 
     source, note = telemetry.make_source("cuda", 0, nvml=Broken())
