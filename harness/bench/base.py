@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from harness.dist import Comm, DistContext
+from harness.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ class PlanEnv:
     """Ranks sharing one host's memory (CPU ranks share the host's RAM)."""
     device_name: str = ""
     notes: list[str] = field(default_factory=list)
+
+    def require(self, need_bytes: int, what: str) -> None:
+        """Refuse, before anything runs, a case that would not fit: `need_bytes` per rank, times
+        the ranks sharing this memory, against 90 % of what is free (the rest for the runtime)."""
+        need = need_bytes * self.ranks_per_host
+        if need > 0.9 * self.free_memory_bytes:
+            free = self.free_memory_bytes / 2**30
+            raise ConfigError(f"{what} needs {need / 2**30:.1f} GiB on each device but {free:.1f} GiB is free")
 
     def note(self, message: str) -> None:
         """Something the user should know about the plan (a rounded size, a skipped dtype)."""

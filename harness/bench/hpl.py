@@ -13,7 +13,6 @@ from harness import units
 from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
 from harness.devices import device_name
 from harness.dist import Comm, DistContext
-from harness.errors import ConfigError
 from harness.hardware import peak_tflops
 
 THRESHOLD = 16.0
@@ -55,12 +54,7 @@ class Hpl(Benchmark):
     def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[dict]:
         cases = []
         for n in spec.hpl_n or DEFAULT_N[env.device_type]:
-            need = 3 * 8 * n * n * env.ranks_per_host  # A, its LU factors, and A·x in the check
-            if need > 0.9 * env.free_memory_bytes:
-                raise ConfigError(
-                    f"bench.hpl_n: N={n} needs {need / 2**30:.1f} GiB on each device but "
-                    f"{env.free_memory_bytes / 2**30:.1f} GiB is free"
-                )
+            env.require(3 * 8 * n * n, f"bench.hpl_n: N={n}")  # A, its LU factors, and A·x in the check
             cases.append({"n": n, "dtype": "float64"})
         return cases
 

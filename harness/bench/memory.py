@@ -60,12 +60,7 @@ class Memory(Benchmark):
 
     def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[dict]:
         array_bytes = spec.array_bytes or default_array_bytes(env.device_type)
-        need = 3 * array_bytes * env.ranks_per_host
-        if need > 0.9 * env.free_memory_bytes:
-            raise ConfigError(
-                f"bench.array_bytes={array_bytes}: three arrays per rank need {need / 2**30:.1f} GiB but "
-                f"{env.free_memory_bytes / 2**30:.1f} GiB is free"
-            )
+        env.require(3 * array_bytes, f"bench.array_bytes={array_bytes}: three arrays")
         cases = []
         for dtype in dtypes:
             count = array_bytes // DTYPES[dtype][1]

@@ -6,16 +6,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from harness.bench.collectives.base import (
-    Buffers,
-    CollectiveBench,
-    OpCase,
-    avg_tolerance,
-    count_wrong,
-    pattern,
-    reduced,
-    torch_op,
-)
+from harness.bench.collectives.base import Buffers, CollectiveBench, OpCase, Reduction, count_wrong, pattern
 
 
 class AllReduce(CollectiveBench):
@@ -28,18 +19,15 @@ class AllReduce(CollectiveBench):
         comm = case.comm
         inp = pattern(case.count, comm.rank, case.dtype, case.device)
         out = inp if case.in_place else torch.empty_like(inp)
-        expected = reduced(case.redop, comm.size)
-        atol = avg_tolerance(case.dtype) if case.redop == "avg" else 0.0
-        op = torch_op(case.redop)
+        red = Reduction.of(case.redop, comm.size, case.dtype)
 
         def run() -> None:
-            dist.all_reduce(out, op=op, group=comm.group)
+            dist.all_reduce(out, op=red.op, group=comm.group)
 
-        verify = lambda: count_wrong(out, expected, atol=atol)  # noqa: E731
-        if case.in_place:
-            pristine = inp.clone()
-            return Buffers(run, verify, out, reset=lambda: out.copy_(pristine))
-        return Buffers(run, verify, out, prepare=lambda: out.copy_(inp))
+        def verify() -> int:
+            return count_wrong(out, red.expected, atol=red.atol)
+
+        return Buffers.in_place_or_not(run, verify, out, inp, case.in_place)
 
 
 BENCHMARK = AllReduce()

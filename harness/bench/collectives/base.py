@@ -87,6 +87,19 @@ def avg_tolerance(dtype: torch.dtype) -> float:
     return 4 * torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
 
 
+@dataclass(frozen=True)
+class Reduction:
+    """What a reducing op needs: torch's op, the expected residues, and the tolerance."""
+
+    op: Any
+    expected: list[float]
+    atol: float
+
+    @classmethod
+    def of(cls, redop: str, world_size: int, dtype: torch.dtype) -> Reduction:
+        return cls(torch_op(redop), reduced(redop, world_size), avg_tolerance(dtype) if redop == "avg" else 0.0)
+
+
 @dataclass
 class Buffers:
     """What an op's build returns: the call, the check, and the untimed helpers."""
@@ -96,6 +109,18 @@ class Buffers:
     output: torch.Tensor
     prepare: Callable[[], Any] | None = None
     reset: Callable[[], Any] | None = None
+
+    @classmethod
+    def in_place_or_not(
+        cls, run: Callable[[], Any], verify: Callable[[], int], out: torch.Tensor, inp: torch.Tensor, in_place: bool
+    ) -> Buffers:
+        """For torch's in-place-only ops (all_reduce, broadcast, reduce): in place, restore the
+        input once before the check; out of place, refresh the output from the input before
+        every call (untimed)."""
+        if in_place:
+            pristine = inp.clone()
+            return cls(run, verify, out, reset=lambda: out.copy_(pristine))
+        return cls(run, verify, out, prepare=lambda: out.copy_(inp))
 
 
 @dataclass(frozen=True)
@@ -168,12 +193,7 @@ class CollectiveBench(Benchmark):
         if not modes:
             env.note(f"{self.name}: has no {'in-place' if spec.in_place else 'out-of-place'} form in torch; skipped")
             return []
-        need = 3 * spec.max_bytes * env.ranks_per_host
-        if need > 0.9 * env.free_memory_bytes:
-            raise ConfigError(
-                f"bench.max_bytes={units.format_bytes(spec.max_bytes)}: {self.name} needs about "
-                f"{need / 2**30:.1f} GiB on each device but {env.free_memory_bytes / 2**30:.1f} GiB is free"
-            )
+        env.require(3 * spec.max_bytes, f"bench.max_bytes={units.format_bytes(spec.max_bytes)}: {self.name}")
         cases = []
         for dtype in dtypes:
             size = DTYPES[dtype][1]

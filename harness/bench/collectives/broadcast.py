@@ -21,15 +21,14 @@ class Broadcast(CollectiveBench):
         inp = expected.clone() if comm.rank == case.root else torch.full_like(expected, 7)
         out = inp if case.in_place else torch.empty_like(inp)
         src = comm.ranks[case.root]
-        pristine = inp.clone()
 
         def run() -> None:
             dist.broadcast(out, src=src, group=comm.group)
 
-        verify = lambda: count_wrong(out, expected)  # noqa: E731
-        if case.in_place:
-            return Buffers(run, verify, out, reset=lambda: out.copy_(pristine))
-        return Buffers(run, verify, out, prepare=lambda: out.copy_(inp))
+        def verify() -> int:
+            return count_wrong(out, expected)
+
+        return Buffers.in_place_or_not(run, verify, out, inp, case.in_place)
 
 
 BENCHMARK = Broadcast()

@@ -6,16 +6,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from harness.bench.collectives.base import (
-    Buffers,
-    CollectiveBench,
-    OpCase,
-    avg_tolerance,
-    count_wrong,
-    pattern,
-    reduced,
-    torch_op,
-)
+from harness.bench.collectives.base import Buffers, CollectiveBench, OpCase, Reduction, count_wrong, pattern
 
 
 class Reduce(CollectiveBench):
@@ -29,20 +20,16 @@ class Reduce(CollectiveBench):
         comm = case.comm
         inp = pattern(case.count, comm.rank, case.dtype, case.device)
         out = inp if case.in_place else torch.empty_like(inp)
-        pristine = inp.clone()
-        expected = reduced(case.redop, comm.size)
-        atol = avg_tolerance(case.dtype) if case.redop == "avg" else 0.0
-        op, dst = torch_op(case.redop), comm.ranks[case.root]
+        red = Reduction.of(case.redop, comm.size, case.dtype)
+        dst = comm.ranks[case.root]
 
         def run() -> None:
-            dist.reduce(out, dst=dst, op=op, group=comm.group)
+            dist.reduce(out, dst=dst, op=red.op, group=comm.group)
 
         def verify() -> int:
-            return count_wrong(out, expected, atol=atol) if comm.rank == case.root else 0
+            return count_wrong(out, red.expected, atol=red.atol) if comm.rank == case.root else 0
 
-        if case.in_place:
-            return Buffers(run, verify, out, reset=lambda: out.copy_(pristine))
-        return Buffers(run, verify, out, prepare=lambda: out.copy_(inp))
+        return Buffers.in_place_or_not(run, verify, out, inp, case.in_place)
 
 
 BENCHMARK = Reduce()

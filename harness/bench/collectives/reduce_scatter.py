@@ -7,16 +7,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from harness.bench.collectives.base import (
-    Buffers,
-    CollectiveBench,
-    OpCase,
-    avg_tolerance,
-    count_wrong,
-    pattern,
-    reduced,
-    torch_op,
-)
+from harness.bench.collectives.base import Buffers, CollectiveBench, OpCase, Reduction, count_wrong, pattern
 
 # torch 2.13 renamed reduce_scatter_tensor; clusters run older releases too.
 REDUCE_SCATTER = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
@@ -38,19 +29,15 @@ class ReduceScatter(CollectiveBench):
         pristine = inp.clone()
         start = comm.rank * chunk
         out = inp[start : start + chunk] if case.in_place else torch.empty(chunk, dtype=case.dtype, device=case.device)
-        expected = reduced(case.redop, comm.size)
-        atol = avg_tolerance(case.dtype) if case.redop == "avg" else 0.0
-        op = torch_op(case.redop)
+        red = Reduction.of(case.redop, comm.size, case.dtype)
 
         def run() -> None:
-            REDUCE_SCATTER(out, inp, op=op, group=comm.group)
+            REDUCE_SCATTER(out, inp, op=red.op, group=comm.group)
 
-        return Buffers(
-            run,
-            lambda: count_wrong(out, expected, offset=start, atol=atol),
-            out,
-            reset=lambda: inp.copy_(pristine),
-        )
+        def verify() -> int:
+            return count_wrong(out, red.expected, offset=start, atol=red.atol)
+
+        return Buffers(run, verify, out, reset=lambda: inp.copy_(pristine))
 
 
 BENCHMARK = ReduceScatter()
