@@ -77,7 +77,7 @@ def test_groups_must_divide_the_world() -> None:
 
 
 def test_sweep_that_does_not_fit_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"bench.max_bytes=1G: all_reduce needs 3.0 GiB on each device but 1.0 GiB is free"):
+    with pytest.raises(ConfigError, match=r"max_bytes=1G: all_reduce needs 3.0 GiB on each device but 1.0 GiB is free"):
         plan_suite(["all_reduce"], spec(max_bytes=2**30), PlanEnv("cpu", 2**30, world_size=2))
 
 
