@@ -43,7 +43,7 @@ class Prepared:
 
 def prepare(overrides: list[str]) -> Prepared:
     """Compose and validate one job; ConfigError for anything wrong."""
-    from harness.runner import plan_for
+    from harness.bench.task import plan_for
 
     cfg = to_typed(compose(overrides))
     validate_common(cfg)
@@ -111,7 +111,7 @@ def _task(cfg) -> int:
         if run_dir.exists():
             display.console.print(f"results: {run_dir}")
     else:
-        code = runner.run_bench(job.cfg, launch, job.device_type)
+        code = runner.run_task(job.cfg, launch, job.device_type)
     _codes.append(code)
     return code
 
@@ -137,7 +137,7 @@ def _worker(overrides: list[str]) -> int:
     if launch is None:
         raise ConfigError(f"'{_WORKER}' is internal: it runs under the harness's own launcher")
     job = prepare(overrides)
-    return runner.run_bench(job.cfg, launch, job.device_type)
+    return runner.run_task(job.cfg, launch, job.device_type)
 
 
 def run(argv: list[str]) -> int:

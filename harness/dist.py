@@ -345,27 +345,6 @@ def gather_objects(ctx: DistContext, obj: Any) -> list[Any] | None:
     return out
 
 
-def all_gather_floats(ctx: DistContext, values: list[float]) -> list[list[float]]:
-    """Every rank's list of floats (equal length on all ranks), on every rank."""
-    import torch
-    import torch.distributed as dist
-
-    mine = torch.tensor(values, dtype=torch.float64, device=ctx.device)
-    parts = [torch.empty_like(mine) for _ in range(ctx.world_size)]
-    dist.all_gather(parts, mine)
-    return [p.tolist() for p in parts]
-
-
-def all_sum_int(ctx: DistContext, value: int) -> int:
-    """Sum of an integer over ranks."""
-    import torch
-    import torch.distributed as dist
-
-    tensor = torch.tensor([value], dtype=torch.int64, device=ctx.device)
-    dist.all_reduce(tensor)
-    return int(tensor.item())
-
-
 # ---------------------------------------------------------------- failure reporting and exit
 
 _ERROR_KEY = "harness/error/{}"

@@ -10,13 +10,12 @@ import signal
 import socket
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from harness import devices, display, dist, plots, telemetry
-from harness.bench import BENCHMARKS, PlanEnv
-from harness.bench.driver import Fault, SuitePlan, Telemetry, plan_suite, run_suite
+from harness import devices, display, dist
 from harness.config.schema import RunConfig
-from harness.config.validate import bench_spec
 from harness.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, RunInterrupted
 from harness.results import RunRecord
 
@@ -47,70 +46,51 @@ def _peer_failures(ctx: dist.DistContext) -> list[str]:
     return [msg for rank, (kind, msg) in dist.peer_errors(ctx) if rank != ctx.rank and kind == "failed"]
 
 
-def plan_for(cfg: RunConfig, device_type: str, *, world_size: int | None, ranks_per_host: int) -> SuitePlan:
-    """The suite `cfg` asks for, on this device and world; ConfigError when it cannot run."""
-    env = PlanEnv(
-        device_type=device_type,
-        free_memory_bytes=devices.free_memory_bytes(device_type),
-        world_size=world_size,
-        ranks_per_host=ranks_per_host,
-        device_name=devices.device_name(device_type),
-    )
-    return plan_suite(list(cfg.bench.names), bench_spec(cfg.bench, cfg.seed), env)
+# Config sections a task does not read stay out of its manifest.
+_SECTIONS = {"bench": ("model", "engine", "data", "train"), "train": ("bench",)}
 
 
-def _telemetry(cfg: RunConfig, ctx: dist.DistContext) -> tuple[Telemetry, str | None]:
-    if not cfg.telemetry.enabled:
-        return Telemetry(), None
-    source, note = telemetry.make_source(ctx.device.type, ctx.device.index or 0)
-    return Telemetry(source, cfg.telemetry.interval_ms / 1000), note
+def task_config(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved config of this task, for the manifest."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _SECTIONS.get(cfg.task, ())}
 
 
-def run_bench(cfg: RunConfig, launch: dist.LaunchEnv, device_type: str) -> int:
-    """Run `harness bench` as one rank of the job; returns the exit code (after the group is
-    torn down, so the caller can os._exit)."""
+@dataclass
+class Outcome:
+    """How a task ended on this rank, and what rank 0 shows after the record is closed."""
+
+    status: str = "ok"
+    error: str | None = None
+    code: int = EXIT_OK
+    show: Callable[[], None] | None = None
+
+
+def run_task(cfg: RunConfig, launch: dist.LaunchEnv, device_type: str) -> int:
+    """Run `cfg.task` as one rank of the job; returns the exit code (after the group is torn
+    down, so the caller can os._exit)."""
+    from harness.bench import task as bench_task
+
+    bodies = {"bench": bench_task.run}
+    if cfg.task == "train":
+        from harness.train import task as train_task
+
+        bodies["train"] = train_task.run
     install_signal_handlers()
     ctx: dist.DistContext | None = None
     record: RunRecord | None = None
-    status, error, code = "ok", None, EXIT_OK
-    result = None
-    plan: SuitePlan | None = None
+    outcome = Outcome()
     try:
         ctx = dist.init(launch, device_type, cfg.launch.timeout_s)
         if ctx.is_root:
             record = RunRecord.create(
-                cfg.results.dir,
-                task=cfg.task,
-                config=dataclasses.asdict(cfg),
-                launcher=ctx.launch.launcher,
-                world_size=ctx.world_size,
-                run_id=os.environ.get("HARNESS_RUN_ID") or None,
-            )
+                cfg.results.dir, task=cfg.task, config=task_config(cfg), launcher=ctx.launch.launcher,
+                world_size=ctx.world_size, run_id=os.environ.get("HARNESS_RUN_ID") or None,
+            )  # fmt: skip
         info = {"rank": ctx.rank, "local_rank": ctx.launch.local_rank, "host": socket.gethostname()}
         infos = dist.gather_objects(ctx, {**info, **devices.describe(ctx.device)})
-        # Planned again now that the world is known (sizes round to the group size).
-        per_host = ctx.launch.local_world_size if device_type == "cpu" else 1
-        plan = plan_for(cfg, device_type, world_size=ctx.world_size, ranks_per_host=per_host)
-        tele, tele_note = _telemetry(cfg, ctx)
-        notes = list(plan.notes) + ([tele_note] if tele_note else [])
         if record and infos:
-            record.update(hosts=sorted({i["host"] for i in infos}), devices=infos, notes=notes)
-            for note in notes:
-                display.note(note)
-        with display.Progress(plan.total, enabled=ctx.is_root) as progress:
-            result = run_suite(
-                plan, ctx, fault=Fault(cfg.debug.fault, cfg.debug.fault_rank), tele=tele,
-                on_rows=(lambda _bench, rows: record.add_rows(rows)) if record else None,
-                on_progress=progress.advance,
-            )  # fmt: skip
-        if record:
-            summaries = {b.name: b.summary(result.rows.get(b.name, [])) for b, _ in plan.items}
-            record.update(summary={k: v for k, v in summaries.items() if v})
-            for name, png in plots.render(result.rows).items():
-                record.add_file(name, png)
-        if ctx.is_root and result.failed:
-            status, code = "failed", EXIT_FAILED
-            error = f"correctness check failed in {result.failed} of {result.total} rows"
+            record.update(hosts=sorted({i["host"] for i in infos}), devices=infos)
+        outcome = bodies[cfg.task](cfg, ctx, record)
     except BaseException as exc:  # every way a rank can end is recorded
         # Finish the record before anything else can stop this rank (the launcher's SIGTERM to
         # survivors, a second Ctrl-C).
@@ -125,23 +105,22 @@ def run_bench(cfg: RunConfig, launch: dist.LaunchEnv, device_type: str) -> int:
             dist.report_error(ctx, "interrupted" if interrupted else "failed", error)
         peers = _peer_failures(ctx) if ctx and ctx.is_root else []
         if peers:
-            status, code, error = "failed", EXIT_FAILED, "; ".join(peers)
+            outcome = Outcome("failed", "; ".join(peers), EXIT_FAILED)
         elif interrupted:
-            status, code = "interrupted", EXIT_INTERRUPTED
+            outcome = Outcome("interrupted", error, EXIT_INTERRUPTED)
         elif bad_input:  # found only once the world was known (e.g. groups that do not divide it)
-            status, code = "failed", EXIT_BAD_INPUT
+            outcome = Outcome("failed", error, EXIT_BAD_INPUT)
         else:
-            status, code = "failed", EXIT_FAILED
+            outcome = Outcome("failed", error, EXIT_FAILED)
             traceback.print_exc()
     finally:
         if record:
-            record.finish(status, error)
-            if result and result.rows:
-                display.tables(result.rows, BENCHMARKS)
-                display.summaries(record.manifest.get("summary", {}))
-            if status != "ok":
-                display.error_line(f"run {status}: {error}")
+            record.finish(outcome.status, outcome.error)
+            if outcome.show:
+                outcome.show()
+            if outcome.status != "ok":
+                display.error_line(f"run {outcome.status}: {outcome.error}")
             if ctx and ctx.launch.launcher != "local":  # the local launcher prints it after its ranks end
                 display.console.print(f"results: {record.path}")
-    dist.shutdown(ctx, healthy=code == EXIT_OK)
-    return code
+    dist.shutdown(ctx, healthy=outcome.code == EXIT_OK)
+    return outcome.code

@@ -84,6 +84,97 @@ class TelemetryConfig:
 
 
 @dataclass
+class ModelConfig:
+    """A decoder's shape (presets in configs/model/: tiny, small, llama3-1b/8b/70b/405b, gpt3-175b)."""
+
+    name: str = MISSING
+    vocab_size: int = MISSING
+    dim: int = MISSING
+    """Hidden size."""
+    n_layers: int = MISSING
+    n_heads: int = MISSING
+    n_kv_heads: int = MISSING
+    """Key/value heads (grouped-query attention); must divide n_heads."""
+    ffn_dim: int = MISSING
+    """Hidden size of the SwiGLU MLP."""
+    max_seq_len: int = 2048
+    """Longest sequence the rotary tables cover, tokens."""
+    rope_theta: float = 500000.0
+    norm_eps: float = 1e-5
+    tied_embeddings: bool = False
+    """Share the token embedding with the output projection."""
+    fused_kernels: bool = False
+    """Use the fused Triton kernels (reserved: today the same PyTorch code runs)."""
+
+
+@dataclass
+class EngineConfig:
+    """How the model is distributed."""
+
+    name: str = "deepspeed"
+    """deepspeed | fsdp (PyTorch FSDP2 fully_shard) | ddp."""
+    zero_stage: int = 1
+    """DeepSpeed ZeRO stage 0-3 (fsdp shards like stage 3, ddp replicates like stage 0)."""
+    offload_optimizer: bool = False
+    """DeepSpeed: keep optimizer states in host memory."""
+    offload_params: bool = False
+    """DeepSpeed ZeRO-3: keep parameters in host memory."""
+
+
+@dataclass
+class DataConfig:
+    """Where tokens come from."""
+
+    kind: str = "synthetic"
+    """synthetic (seeded random tokens) | tokens (a flat file of token ids)."""
+    path: str = ""
+    """The token file for kind=tokens (python -m harness.train.tokenize makes one from text)."""
+    dtype: str = "uint16"
+    """uint16 | uint32: the width of each id in the token file."""
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    steps: int = 20
+    """Optimizer steps."""
+    dtype: str = "float32"
+    """float32 | bfloat16 | float16: the compute dtype (master weights stay fp32)."""
+    micro_batch: int = 2
+    """Sequences per rank per forward/backward."""
+    global_batch: int = 0
+    """Sequences per optimizer step over all ranks; 0: micro_batch x data-parallel ranks
+    (no accumulation). Must be a multiple of micro_batch x data-parallel ranks."""
+    seq_len: int = 64
+    """Tokens per sequence."""
+    lr: float = 3e-4
+    """Peak learning rate, reached after warmup_steps; cosine decay to lr x min_lr_ratio."""
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 2
+    """Steps of linear learning-rate warmup (also left out of the throughput summary)."""
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    """Gradient-norm clipping threshold (0: off)."""
+    seed: int = 0
+    """Seed of the weights and the data."""
+    log_every: int = 1
+    """Steps between rows (and console lines)."""
+    ckpt_every: int = 0
+    """Steps between checkpoints (0: only on preemption)."""
+    ckpt_dir: str = "checkpoints/${model.name}-${engine.name}"
+    """Where checkpoints go; kept across runs so that a requeued job resumes."""
+    resume: str = "auto"
+    """auto (continue from ckpt_dir/latest when there is one) | never | a checkpoint folder."""
+    dry_run: bool = False
+    """Print parameters, FLOPs and the memory plan; build nothing heavy, train nothing."""
+    activation_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass (HFU counts the recompute)."""
+    deterministic: bool = True
+    """torch.use_deterministic_algorithms: the same seed gives the same losses, bit for bit."""
+
+
+@dataclass
 class DebugConfig:
     """Fault injection, to test that failures are recorded (as DCGM and nccl-tests do)."""
 
@@ -98,7 +189,7 @@ class RunConfig:
     """The whole configuration of one run."""
 
     task: str = MISSING
-    """The task: bench (set by the command line)."""
+    """The task: bench or train (set by the command line)."""
     device: str = "auto"
     """auto | cpu | cuda. auto: cuda when a GPU is visible, else cpu (gloo)."""
     seed: int = 0
@@ -107,6 +198,10 @@ class RunConfig:
     results: ResultsConfig = field(default_factory=ResultsConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
 
 
@@ -115,3 +210,4 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RunConfig)
     cs.store(group="bench", name="base_bench", node=BenchConfig)
+    cs.store(group="model", name="base_model", node=ModelConfig)

@@ -1,0 +1,51 @@
+"""Checkpoint folders with an atomic `latest` pointer: a checkpoint is complete or absent.
+
+Layout: <ckpt_dir>/step-00000010/ (the engine's files and trainer.json), and <ckpt_dir>/latest,
+a one-line file naming the newest complete folder, replaced atomically after every rank has
+written its part. A crash while saving leaves `latest` on the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from harness.results.atomic import write_atomic
+
+LATEST = "latest"
+TRAINER = "trainer.json"
+
+
+def step_dir(ckpt_dir: Path, step: int) -> Path:
+    return ckpt_dir / f"step-{step:08d}"
+
+
+def latest(ckpt_dir: Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    pointer = ckpt_dir / LATEST
+    if not pointer.is_file():
+        return None
+    path = ckpt_dir / pointer.read_text().strip()
+    return path if (path / TRAINER).is_file() else None
+
+
+def save(ckpt_dir: Path, step: int, engine_save: Any, trainer_state: dict[str, Any]) -> Path:
+    """All ranks: write the engine's state, then rank 0 writes trainer.json and moves `latest`."""
+    path = step_dir(ckpt_dir, step)
+    if dist.get_rank() == 0:
+        path.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    engine_save(path)
+    dist.barrier()  # every rank's part is on disk
+    if dist.get_rank() == 0:
+        write_atomic(path / TRAINER, json.dumps(trainer_state, indent=2))
+        write_atomic(ckpt_dir / LATEST, path.name + "\n")
+    dist.barrier()
+    return path
+
+
+def read_trainer_state(path: Path) -> dict[str, Any]:
+    return json.loads((path / TRAINER).read_text())
