@@ -26,7 +26,10 @@ from harness.config.validate import validate_common
 from harness.devices import resolve_device_type
 from harness.errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError
 
-TASKS = {"bench": "microbenchmarks: matmul, memory, host link, HPL, collectives (see harness bench --help)"}
+TASKS = {
+    "bench": "microbenchmarks: matmul, memory, host link, HPL, collectives (see harness bench --help)",
+    "train": "train a Llama-style model with DeepSpeed, FSDP or DDP: tokens/s, TFLOP/s, MFU (harness train --help)",
+}
 # Hydra's own flags that pass through (with the number of values each takes).
 _HYDRA_FLAGS = {"-m": 0, "--multirun": 0, "--cfg": 1, "-c": 1, "--resolve": 0, "--package": 1, "-p": 1, "--info": 0}
 _WORKER = "_rank"  # hidden task: a rank started by the harness's own local launcher
@@ -37,8 +40,10 @@ class Prepared:
     """A job's config, validated, with what it will run."""
 
     cfg: RunConfig
-    plan: SuitePlan
+    plan: SuitePlan | None
+    """The benchmark suite (bench only)."""
     device_type: str
+    world_size: int | None = None
 
 
 def prepare(overrides: list[str]) -> Prepared:
@@ -49,14 +54,22 @@ def prepare(overrides: list[str]) -> Prepared:
     validate_common(cfg)
     device_type = resolve_device_type(cfg.device)
     launch = dist.detect()
-    if launch is None:  # the harness will start launch.nproc ranks on this host
+    if cfg.task == "train" and cfg.train.dry_run:  # a plan for any world size, on any machine
+        world = resolve_nproc(cfg.launch.nproc, device_type, dry_run=True)
+        per_host = world
+    elif launch is None:  # the harness will start launch.nproc ranks on this host
         world = resolve_nproc(cfg.launch.nproc, device_type)
         per_host = world
     else:  # under a launcher, its ranks count (PMIx does not say how many before MPI starts)
         world = launch.world_size if launch.world_size > 0 else None
         per_host = launch.local_world_size
+    if cfg.task == "train":
+        from harness.train.task import validate
+
+        validate(cfg, world or 1)
+        return Prepared(cfg, None, device_type, world)
     plan = plan_for(cfg, device_type, world_size=world, ranks_per_host=per_host if device_type == "cpu" else 1)
-    return Prepared(cfg, plan, device_type)
+    return Prepared(cfg, plan, device_type, world)
 
 
 def _split(task: str, args: list[str]) -> tuple[list[str], list[str]]:
@@ -71,13 +84,14 @@ def _split(task: str, args: list[str]) -> tuple[list[str], list[str]]:
             continue
         if arg.startswith("-"):
             raise ConfigError(f"unknown option {arg!r}; options: --help, {', '.join(_HYDRA_FLAGS)}")
-        if "=" not in arg and names is None:
+        if "=" not in arg and names is None and task == "bench":
             names = [n for n in arg.split(",") if n]
             for name in names:
                 if not is_known(name):
                     raise ConfigError(f"unknown benchmark {name!r}; choices: {', '.join([*BENCHMARKS, *ALIASES])}")
         elif "=" not in arg:
-            raise ConfigError(f"unexpected argument {arg!r}; give benchmarks once (NAME,NAME) and then key=value")
+            usage = "give benchmarks once (NAME,NAME) and then key=value" if task == "bench" else "give key=value"
+            raise ConfigError(f"unexpected argument {arg!r}; {usage}")
         else:
             overrides.append(arg)
         i += 1
@@ -105,7 +119,14 @@ def _task(cfg) -> int:
         display.error_line(str(exc))
         _codes.append(EXIT_BAD_INPUT)
         return EXIT_BAD_INPUT
-    if launch is None:
+    if job.cfg.task == "train" and job.cfg.train.dry_run:
+        from harness.train.task import dry_run
+
+        record, row = dry_run(job.cfg, job.world_size or 1, launch.launcher if launch else "local")
+        display.plan_table(row)
+        display.console.print(f"results: {record.path}")
+        code = EXIT_OK
+    elif launch is None:
         run_dir = Path(job.cfg.results.dir) / new_run_id(job.cfg.task)
         code = local_launch.launch_local(nproc, [_WORKER, *HydraConfig.get().overrides.task], run_dir)
         if run_dir.exists():
@@ -213,7 +234,38 @@ examples:
     )
 
 
+def print_train_help() -> None:
+    from harness.config.schema import DataConfig, EngineConfig, ModelConfig, TrainConfig
+    from harness.train.engines import ENGINES
+
+    sections = [("train", TrainConfig), ("engine", EngineConfig), ("data", DataConfig), ("model", ModelConfig)]
+    keys = [(f"{prefix}.{k}", d, doc) for prefix, cls in sections for k, d, doc in describe(cls)]
+    display.console.print(
+        f"""usage: harness train [key=value ...] [-m]
+
+model presets: model={"|".join(group_options("model"))} (default tiny)
+engines:       engine.name={"|".join(ENGINES)} (default deepspeed)
+
+keys:
+{_keys_table(keys)}
+
+exit codes: 0 ok, 1 failed, 2 bad input, 75 preempted (checkpoint saved; rerun with train.resume=auto), 130 interrupted
+
+examples:
+  harness train                                             # tiny, DeepSpeed ZeRO-1, 2 CPU ranks
+  harness train engine.name=ddp train.steps=30 model=small
+  harness train engine.zero_stage=3 train.dtype=bfloat16 train.global_batch=8
+  harness train engine.name=fsdp train.ckpt_every=10 train.resume=auto
+  harness train model=llama3-70b train.dry_run=true launch.nproc=1024 train.seq_len=8192 train.dtype=bfloat16
+  python -m harness.train.tokenize input.txt data.u16 && harness train data.kind=tokens data.path=data.u16""",
+        markup=False,
+    )
+
+
 def print_task_help(task: str) -> None:
+    if task == "train":
+        print_train_help()
+        return
     benches = "\n".join(
         f"  {b.name:<15} {b.description}\n  {'':<15} keys: {', '.join('bench.' + k for k in b.keys)}"
         for b in BENCHMARKS.values()

@@ -47,6 +47,8 @@ def device_dtypes(device_type: str) -> tuple[str, ...]:
     """Data types the device can compute with (before any benchmark's own limits)."""
     if device_type == "cpu":
         return ("float64", "float32", "bfloat16", "float16", "int32", "int64")
+    if torch.version.hip:  # ROCm: FP8 is e4m3fnuz there, and TF32 is not NVIDIA's; offer neither
+        return ("float64", "float32", "bfloat16", "float16", "int32", "int64")
     major, minor = torch.cuda.get_device_capability()
     names = ["float64", "float32", "float16", "int32", "int64"]
     if major >= 8:
@@ -60,10 +62,12 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def free_memory_bytes(device_type: str) -> int:
-    """Memory free now on one device: the GPU's free memory, or the host's available memory."""
+def free_memory_bytes(device_type: str, *, in_rank: bool = False) -> int:
+    """Memory free on one device: in a rank (its GPU selected), the GPU's free memory; before
+    the ranks start, the GPU's total (reading free memory would open a CUDA context on GPU 0 in
+    the supervisor, which would hold it for the whole run). On CPU the host's available memory."""
     if device_type == "cuda":
-        return torch.cuda.mem_get_info()[0]
+        return torch.cuda.mem_get_info()[0] if in_rank else torch.cuda.get_device_properties(0).total_memory
     import psutil
 
     return psutil.virtual_memory().available
@@ -89,7 +93,22 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _nvml_fields(index: int) -> dict[str, Any]:
+def gpu_uuid(device: torch.device) -> str:
+    """The GPU's UUID as NVML and nvidia-smi write it ('GPU-...'), from torch."""
+    uuid = str(torch.cuda.get_device_properties(device).uuid)
+    return uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
+
+
+def nvml_handle(nvml: Any, uuid: str | None, index: int) -> Any:
+    """NVML's handle for this GPU. By UUID: NVML numbers GPUs in PCI order and ignores
+    CUDA_VISIBLE_DEVICES, so under Slurm's GPU binding CUDA's index 0 is not NVML's."""
+    if uuid:
+        with contextlib.suppress(Exception):
+            return nvml.nvmlDeviceGetHandleByUUID(uuid)
+    return nvml.nvmlDeviceGetHandleByIndex(index)
+
+
+def _nvml_fields(uuid: str | None, index: int) -> dict[str, Any]:
     """UUID and driver from NVML where it is there; nothing (not an error) where it is not."""
     try:
         import pynvml
@@ -98,7 +117,7 @@ def _nvml_fields(index: int) -> dict[str, Any]:
     except Exception:
         return {}
     try:
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        handle = nvml_handle(pynvml, uuid, index)
         uuid = pynvml.nvmlDeviceGetUUID(handle)
         driver = pynvml.nvmlSystemGetDriverVersion()
         return {
@@ -124,8 +143,8 @@ def describe(device: torch.device) -> dict[str, Any]:
             "compute_capability": f"{props.major}.{props.minor}",
         }
         with contextlib.suppress(Exception):
-            info["uuid"] = f"GPU-{props.uuid}" if not str(props.uuid).startswith("GPU-") else str(props.uuid)
-        info.update(_nvml_fields(device.index or 0))
+            info["uuid"] = gpu_uuid(device)
+        info.update({k: v for k, v in _nvml_fields(info.get("uuid"), device.index or 0).items() if k not in info})
         return info
     import psutil
 

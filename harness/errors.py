@@ -10,6 +10,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+# A training run stopped by SIGTERM/SIGUSR1 (Slurm's preemption or time-limit warning) after
+# saving a checkpoint: EX_TEMPFAIL, "try again"; the next start with train.resume=auto continues.
+EXIT_PREEMPTED = 75
 
 
 class ConfigError(ValueError):

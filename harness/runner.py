@@ -79,6 +79,7 @@ def run_task(cfg: RunConfig, launch: dist.LaunchEnv, device_type: str) -> int:
     ctx: dist.DistContext | None = None
     record: RunRecord | None = None
     outcome = Outcome()
+    crashed = False
     try:
         ctx = dist.init(launch, device_type, cfg.launch.timeout_s)
         if ctx.is_root:
@@ -92,6 +93,7 @@ def run_task(cfg: RunConfig, launch: dist.LaunchEnv, device_type: str) -> int:
             record.update(hosts=sorted({i["host"] for i in infos}), devices=infos)
         outcome = bodies[cfg.task](cfg, ctx, record)
     except BaseException as exc:  # every way a rank can end is recorded
+        crashed = True
         # Finish the record before anything else can stop this rank (the launcher's SIGTERM to
         # survivors, a second Ctrl-C).
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -114,6 +116,8 @@ def run_task(cfg: RunConfig, launch: dist.LaunchEnv, device_type: str) -> int:
             outcome = Outcome("failed", error, EXIT_FAILED)
             traceback.print_exc()
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # nothing may cut the record or the teardown short
+            signal.signal(sig, signal.SIG_IGN)
         if record:
             record.finish(outcome.status, outcome.error)
             if outcome.show:
@@ -122,5 +126,7 @@ def run_task(cfg: RunConfig, launch: dist.LaunchEnv, device_type: str) -> int:
                 display.error_line(f"run {outcome.status}: {outcome.error}")
             if ctx and ctx.launch.launcher != "local":  # the local launcher prints it after its ranks end
                 display.console.print(f"results: {record.path}")
-    dist.shutdown(ctx, healthy=outcome.code == EXIT_OK)
+    # Only rank 0 knows whether a check failed: health is "no rank crashed", so that every rank
+    # passes the final barrier together (on NCCL a skipped barrier leaves the others waiting).
+    dist.shutdown(ctx, healthy=not crashed)
     return outcome.code

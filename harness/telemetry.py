@@ -39,12 +39,14 @@ class NvmlSource:
 
     kind = "nvml"
 
-    def __init__(self, index: int, nvml: Any | None = None) -> None:
+    def __init__(self, index: int, nvml: Any | None = None, uuid: str | None = None) -> None:
         if nvml is None:
             import pynvml as nvml  # the optional dependency; ImportError means no NVML
+        from harness.devices import nvml_handle
+
         self.nvml = nvml
         nvml.nvmlInit()
-        self.handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        self.handle = nvml_handle(nvml, uuid, index)
         self.ecc_start = self._ecc()
 
     def _ecc(self) -> int | None:
@@ -100,11 +102,13 @@ class OsSource:
         return reading
 
 
-def make_source(device_type: str, index: int = 0, nvml: Any | None = None) -> tuple[Source, str | None]:
+def make_source(
+    device_type: str, index: int = 0, nvml: Any | None = None, uuid: str | None = None
+) -> tuple[Source, str | None]:
     """(source, note): NVML for CUDA devices, else the OS; the note says why NVML is not used."""
     if device_type == "cuda":
         try:
-            return NvmlSource(index, nvml), None
+            return NvmlSource(index, nvml, uuid), None
         except Exception as exc:
             return OsSource(), f"telemetry: NVML unavailable ({type(exc).__name__}); using OS counters only"
     return OsSource(), None

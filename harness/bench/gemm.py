@@ -20,6 +20,7 @@ from harness import units
 from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
 from harness.devices import DTYPES, cuda_capability_note, device_dtypes, device_name
 from harness.dist import Comm, DistContext
+from harness.errors import ConfigError
 from harness.hardware import peak_tflops
 
 # Largest normwise relative error accepted per dtype: a few times what rounding gives for
@@ -74,10 +75,17 @@ class Gemm(Benchmark):
         for dtype in dtypes:
             size = DTYPES[dtype][1]
             for m, n, k in shapes:
+                if dtype == "float8" and (k % 16 or n % 16):
+                    # torch._scaled_mm (cuBLASLt FP8) needs k and n to be multiples of 16.
+                    env.note(f"gemm: float8 skips {m}x{n}x{k} (k and n must be multiples of 16)")
+                    continue
                 out_size = 2 if dtype == "float8" else size
-                need = (m * k + k * n) * size + m * n * out_size
+                # A, B and C, plus the float32 copies A and B are made from
+                need = (m * k + k * n) * (size + 4) + m * n * out_size
                 env.require(need, f"bench.shapes: {m}x{n}x{k} in {dtype}")
                 cases.append({"dtype": dtype, "m": m, "n": n, "k": k})
+        if dtypes and not cases:
+            raise ConfigError(f"gemm: no shape can run in {', '.join(dtypes)}: {'; '.join(env.notes)}")
         return cases
 
     def build(self, case: dict, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Case:

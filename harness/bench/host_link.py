@@ -54,7 +54,7 @@ class HostLink(Benchmark):
             target, source = dev, host
         else:
             dev.copy_(host)
-            host_out = torch.empty_like(host)
+            host_out = torch.empty(count, dtype=torch.float32, pin_memory=case["pinned"])
             run = lambda: host_out.copy_(dev, non_blocking=case["pinned"])  # noqa: E731
             target, source = host_out, host
 

@@ -60,7 +60,7 @@ class Memory(Benchmark):
 
     def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[dict]:
         array_bytes = spec.array_bytes or default_array_bytes(env.device_type)
-        env.require(3 * array_bytes, f"bench.array_bytes={array_bytes}: three arrays")
+        env.require(4 * array_bytes, f"bench.array_bytes={array_bytes}: four arrays (a, b, c, out)")
         cases = []
         for dtype in dtypes:
             count = array_bytes // DTYPES[dtype][1]

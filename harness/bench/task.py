@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import torch
+import torch.distributed
+
 from harness import devices, display, dist, plots, telemetry
 from harness.bench import BENCHMARKS, PlanEnv
 from harness.bench.driver import Fault, SuitePlan, Telemetry, plan_suite, run_suite
@@ -12,11 +15,13 @@ from harness.results import RunRecord
 from harness.runner import Outcome
 
 
-def plan_for(cfg: RunConfig, device_type: str, *, world_size: int | None, ranks_per_host: int) -> SuitePlan:
+def plan_for(
+    cfg: RunConfig, device_type: str, *, world_size: int | None, ranks_per_host: int, free_memory: int | None = None
+) -> SuitePlan:
     """The suite `cfg` asks for, on this device and world; ConfigError when it cannot run."""
     env = PlanEnv(
         device_type=device_type,
-        free_memory_bytes=devices.free_memory_bytes(device_type),
+        free_memory_bytes=free_memory if free_memory is not None else devices.free_memory_bytes(device_type),
         world_size=world_size,
         ranks_per_host=ranks_per_host,
         device_name=devices.device_name(device_type),
@@ -27,15 +32,21 @@ def plan_for(cfg: RunConfig, device_type: str, *, world_size: int | None, ranks_
 def _telemetry(cfg: RunConfig, ctx: dist.DistContext) -> tuple[Telemetry, str | None]:
     if not cfg.telemetry.enabled:
         return Telemetry(), None
-    source, note = telemetry.make_source(ctx.device.type, ctx.device.index or 0)
+    uuid = devices.gpu_uuid(ctx.device) if ctx.device.type == "cuda" else None
+    source, note = telemetry.make_source(ctx.device.type, ctx.device.index or 0, uuid=uuid)
     return Telemetry(source, cfg.telemetry.interval_ms / 1000), note
 
 
 def run(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord | None) -> Outcome:
     """Measure the suite on this rank; rank 0 records it."""
     # Planned again now that the world is known (sizes round to the group size).
+    # Every rank plans with the smallest free memory of any rank, so that all refuse or none does.
     per_host = ctx.launch.local_world_size if ctx.device.type == "cpu" else 1
-    plan = plan_for(cfg, ctx.device.type, world_size=ctx.world_size, ranks_per_host=per_host)
+    free = torch.tensor(
+        [devices.free_memory_bytes(ctx.device.type, in_rank=True)], dtype=torch.int64, device=ctx.device
+    )
+    torch.distributed.all_reduce(free, op=torch.distributed.ReduceOp.MIN)
+    plan = plan_for(cfg, ctx.device.type, world_size=ctx.world_size, ranks_per_host=per_host, free_memory=int(free))
     tele, tele_note = _telemetry(cfg, ctx)
     notes = list(plan.notes) + ([tele_note] if tele_note else [])
     if record:

@@ -107,7 +107,10 @@ def _base_config() -> DictConfig:
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
     """Every job of a multirun sweep (the cartesian product of comma lists and ranges), so each
     can be validated before the first one starts."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:
+        raise ConfigError(f"cannot parse overrides: {_first_line(exc)}") from None
     choices = []
     for override, text in zip(parsed, overrides, strict=True):
         if override.is_sweep_override():

@@ -40,6 +40,15 @@ def _size(key: str, value: Any) -> int:
         raise ConfigError(f"{key}: {exc}") from None
 
 
+def _positive_size(key: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    size = _size(key, value)
+    if size < 1:
+        raise ConfigError(f"{key}={value!r} must be at least 1 byte (or null for the default)")
+    return size
+
+
 def _shapes(value: Any) -> tuple[tuple[int, int, int], ...] | None:
     items = _as_list(value)
     if items is None:
@@ -141,7 +150,7 @@ def bench_spec(bench: BenchConfig, seed: int) -> BenchSpec:
         root=_int_at_least("bench.root", bench.root, 0),
         groups=_int_at_least("bench.groups", bench.groups, 1),
         in_place=_in_place(bench.in_place),
-        array_bytes=_size("bench.array_bytes", bench.array_bytes) if bench.array_bytes is not None else None,
+        array_bytes=_positive_size("bench.array_bytes", bench.array_bytes),
         hpl_n=tuple(_sizes("bench.hpl_n", bench.hpl_n)) if bench.hpl_n is not None else None,
     )
 
@@ -151,15 +160,16 @@ def _all_shapes(bench: BenchConfig) -> tuple[tuple[int, int, int], ...] | None:
     return tuple(dict.fromkeys(shapes)) or None
 
 
-def resolve_nproc(value: Any, device_type: str) -> int:
-    """launch.nproc: 'auto' is one rank per GPU, or 2 on a CPU-only machine."""
+def resolve_nproc(value: Any, device_type: str, *, dry_run: bool = False) -> int:
+    """launch.nproc: 'auto' is one rank per GPU, or 2 on a CPU-only machine. A dry run plans
+    for any number of ranks, whatever this machine has."""
     if value == "auto":
         return gpu_count() if device_type == "cuda" else 2
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"launch.nproc={value!r} must be 'auto' or a whole number >= 1")
-    if device_type == "cuda" and value > gpu_count():
+    if device_type == "cuda" and value > gpu_count() and not dry_run:
         raise ConfigError(f"launch.nproc={value} but this machine has {gpu_count()} GPU(s); choose 1..{gpu_count()}")
     return value
 
@@ -170,6 +180,8 @@ def validate_common(cfg: RunConfig) -> None:
         raise ConfigError(f"debug.fault={cfg.debug.fault!r}; choices: {', '.join(FAULTS)}")
     _int_at_least("launch.timeout_s", cfg.launch.timeout_s, 1)
     _int_at_least("telemetry.interval_ms", cfg.telemetry.interval_ms, 1)
+    if not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**31:
+        raise ConfigError(f"seed={cfg.seed!r} must be a whole number from 0 to 2^31 - 1")
     _int_at_least("debug.fault_rank", cfg.debug.fault_rank, 0)
     if not str(cfg.results.dir).strip():
         raise ConfigError("results.dir is empty; give a folder, e.g. results.dir=./results")

@@ -30,7 +30,7 @@ def test_bench_help_lists_benchmarks_and_keys(capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train"], "unknown task 'train'; choices: bench"),
+        (["deploy"], "unknown task 'deploy'; choices: bench, train"),
         (["bench"], "no benchmark named"),
         (["bench", "gemm", "all_reduce"], "unexpected argument 'all_reduce'"),
         (["bench", "gemm", "--nope"], "unknown option '--nope'"),
@@ -38,6 +38,10 @@ def test_bench_help_lists_benchmarks_and_keys(capsys: pytest.CaptureFixture[str]
         (["bench", "gemm", "launch.nproc=many"], "launch.nproc='many'"),
         (["bench", "gemm$(reboot)"], "unknown benchmark 'gemm$(reboot)'"),
         (["bench", "all_reduce", "bench.max_bytes=1K,2X", "-m"], "'2X' is not a size"),
+        (["bench", "all_reduce", "bench.dtype=[float32", "-m"], "cannot parse overrides"),
+        (["bench", "gemm[/x]"], "unknown benchmark 'gemm[/x]'"),  # not rich markup
+        (["bench", "gemm", "seed=-1"], "seed=-1 must be a whole number from 0 to 2^31 - 1"),
+        (["bench", "memory", "bench.array_bytes=0"], "bench.array_bytes=0 must be at least 1 byte"),
     ],
 )
 def test_bad_input(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -106,3 +106,36 @@ def test_count_wrong_counts_planted_errors() -> None:
     assert count_wrong(out, residues, offset=1) == 0
     out[3] = 9
     assert count_wrong(out, residues, offset=1) == 1
+
+
+def test_data_moving_ops_can_tell_ranks_and_offsets_apart() -> None:
+    from harness.bench.collectives.base import ident_pattern
+
+    cpu = torch.device("cpu")
+    seqs = [ident_pattern(600, r, torch.bfloat16, cpu) for r in range(64)]
+    for a in range(64):
+        assert seqs[a].abs().max() <= 125  # exact in bf16
+        for b in range(a + 1, 64):
+            assert not torch.equal(seqs[a], seqs[b]), (a, b)  # a slice from another rank fails the check
+    assert not torch.equal(seqs[0][3:], seqs[0][:-3])  # and so does a shifted one
+
+
+def test_count_wrong_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.bench.collectives import base
+
+    monkeypatch.setattr(base, "CHUNK", 7)
+    residues = reduced("sum", 5)
+    got = torch.tensor([residues[(i + 2) % 3] for i in range(50)], dtype=torch.float32)
+    assert count_wrong(got, residues, offset=2) == 0
+    got[0], got[49] = 5, float("nan")
+    assert count_wrong(got, residues, offset=2) == 2
+    assert count_wrong(got, got.clone().nan_to_num(0)) == 1
+
+
+def test_float8_needs_shapes_in_multiples_of_16() -> None:
+    env = PlanEnv("cuda", 2**40, world_size=1)
+    planned = get("gemm").plan(spec(shapes=((97, 61, 83), (128, 64, 32))), ("float8",), env)
+    assert [(c["m"], c["n"], c["k"]) for c in planned] == [(128, 64, 32)]
+    assert env.notes == ["gemm: float8 skips 97x61x83 (k and n must be multiples of 16)"]
+    with pytest.raises(ConfigError, match="no shape can run in float8"):
+        get("gemm").plan(spec(shapes=((97, 61, 83),)), ("float8",), PlanEnv("cuda", 2**40, world_size=1))

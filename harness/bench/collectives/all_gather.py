@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from harness.bench.collectives.base import Buffers, CollectiveBench, OpCase, count_wrong, pattern
+from harness.bench.collectives.base import Buffers, CollectiveBench, OpCase, count_wrong, ident_pattern
 
 # torch 2.13 renamed all_gather_into_tensor; clusters run older releases too.
 ALL_GATHER = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
@@ -23,7 +23,7 @@ class AllGather(CollectiveBench):
         comm, n = case.comm, case.comm.size
         chunk = case.count // n
         out = torch.full((case.count,), 7, dtype=case.dtype, device=case.device)
-        mine = pattern(chunk, comm.rank, case.dtype, case.device)
+        mine = ident_pattern(chunk, comm.rank, case.dtype, case.device)
         inp = out[comm.rank * chunk : (comm.rank + 1) * chunk] if case.in_place else mine
 
         def run() -> None:
@@ -31,7 +31,7 @@ class AllGather(CollectiveBench):
 
         def verify() -> int:
             return sum(
-                count_wrong(out[q * chunk : (q + 1) * chunk], pattern(chunk, q, case.dtype, case.device))
+                count_wrong(out[q * chunk : (q + 1) * chunk], ident_pattern(chunk, q, case.dtype, case.device))
                 for q in range(n)
             )
 

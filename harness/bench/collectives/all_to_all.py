@@ -1,6 +1,6 @@
 """all_to_all: S = count × size per rank (n slices of count/n), busbw = algbw × (n−1)/n.
-Slice p of rank r's input holds ((7r + 3p + j) mod 5) − 2, so every slice says where it came
-from; torch's all_to_all_single is out of place only."""
+Slice p of rank r's input holds ((131r + 17p + 7j) mod 251) − 125 (exact in bf16), so every slice
+says where it came from and where it was going; torch's all_to_all_single is out of place only."""
 
 from __future__ import annotations
 
@@ -27,8 +27,11 @@ class AllToAll(CollectiveBench):
 
     def build_op(self, case: OpCase) -> Buffers:
         comm, r = case.comm, case.comm.rank
-        inp = slices(case.count, comm.size, lambda p, j: (7 * r + 3 * p + j) % 5 - 2, case.dtype, case.device)
-        expected = slices(case.count, comm.size, lambda q, j: (7 * q + 3 * r + j) % 5 - 2, case.dtype, case.device)
+        inp = slices(
+            case.count, comm.size, lambda p, j: (131 * r + 17 * p + 7 * j) % 251 - 125, case.dtype, case.device
+        )
+        expected = slices(case.count, comm.size, lambda q, j: (131 * q + 17 * r + 7 * j) % 251 - 125, case.dtype,
+                          case.device)  # fmt: skip
         out = torch.empty_like(inp)
 
         def run() -> None:

@@ -43,9 +43,27 @@ def message_sizes(min_bytes: int, max_bytes: int, step_factor: int) -> list[int]
     return sizes
 
 
+def _periodic(period: list[int], count: int, start: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """count elements of a periodic sequence from position `start`, built in `dtype` (no int64
+    temporary the size of the buffer: at multi-GB messages that would not fit)."""
+    base = torch.tensor(period, dtype=dtype, device=device).roll(-(start % len(period)))
+    return base.repeat(count // len(period) + 1)[:count].contiguous()
+
+
 def pattern(count: int, rank: int, dtype: torch.dtype, device: torch.device, offset: int = 0) -> torch.Tensor:
-    """Rank `rank`'s data: ((offset + i + rank) mod 3) − 1 for i in 0..count−1."""
-    return ((torch.arange(count, device=device) + offset + rank) % 3 - 1).to(dtype)
+    """Rank `rank`'s data for the reductions: ((offset + i + rank) mod 3) − 1 for i in 0..count−1."""
+    return _periodic([-1, 0, 1], count, offset + rank, dtype, device)
+
+
+IDENT_PERIOD = 251  # prime: a slice from the wrong rank or at the wrong offset cannot match
+
+
+def ident_pattern(count: int, rank: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Rank `rank`'s data for the ops that move data without reducing it: values in −125..125
+    (exact in bf16 and fp16) whose sequence starts at a rank-dependent phase, so that data from
+    another rank, or shifted, differs unless the ranks are 251 apart."""
+    phase = (rank * 131) % IDENT_PERIOD
+    return _periodic([(j * 7) % IDENT_PERIOD - 125 for j in range(IDENT_PERIOD)], count, phase, dtype, device)
 
 
 def reduced(redop: str, world_size: int) -> list[float]:
@@ -70,15 +88,21 @@ def reduced(redop: str, world_size: int) -> list[float]:
     return out
 
 
+CHUNK = 1 << 24  # elements compared at a time: bounded float64 temporaries
+
+
 def count_wrong(got: torch.Tensor, expected: torch.Tensor | list[float], offset: int = 0, atol: float = 0.0) -> int:
-    """Elements of `got` that differ from `expected` (a tensor, or the 3 residues of i+offset)."""
-    if isinstance(expected, torch.Tensor):
-        diff = (got.to(torch.float64) - expected.to(torch.float64)).abs()
-        return int((diff > atol).sum()) + int(torch.isnan(got.to(torch.float64)).sum())
+    """Elements of `got` that differ from `expected` (a tensor, or the 3 residues of i+offset)
+    by more than `atol`; NaN always counts."""
     wrong = 0
-    for j in range(3):
-        part = got[(j - offset) % 3 :: 3].to(torch.float64)
-        wrong += int(((part - expected[j]).abs() > atol).sum()) + int(torch.isnan(part).sum())
+    for start in range(0, got.numel(), CHUNK):
+        part = got[start : start + CHUNK].to(torch.float64)
+        if isinstance(expected, torch.Tensor):
+            want = expected[start : start + CHUNK].to(torch.float64)
+        else:
+            want = _periodic([float(v) for v in expected], part.numel(), start + offset, torch.float64, part.device)
+        diff = (part - want).abs()
+        wrong += int((diff > atol).sum()) + int(torch.isnan(part).sum())
     return wrong
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from harness.bench.collectives.base import Buffers, CollectiveBench, OpCase, count_wrong, pattern
+from harness.bench.collectives.base import Buffers, CollectiveBench, OpCase, count_wrong, ident_pattern
 
 
 class Broadcast(CollectiveBench):
@@ -17,7 +17,7 @@ class Broadcast(CollectiveBench):
 
     def build_op(self, case: OpCase) -> Buffers:
         comm = case.comm
-        expected = pattern(case.count, case.root, case.dtype, case.device)
+        expected = ident_pattern(case.count, case.root, case.dtype, case.device)
         inp = expected.clone() if comm.rank == case.root else torch.full_like(expected, 7)
         out = inp if case.in_place else torch.empty_like(inp)
         src = comm.ranks[case.root]

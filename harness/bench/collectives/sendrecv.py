@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from harness.bench.collectives.base import Buffers, CollectiveBench, OpCase, count_wrong, pattern
+from harness.bench.collectives.base import Buffers, CollectiveBench, OpCase, count_wrong, ident_pattern
 
 
 class SendRecv(CollectiveBench):
@@ -18,10 +18,10 @@ class SendRecv(CollectiveBench):
     def build_op(self, case: OpCase) -> Buffers:
         comm = case.comm
         n, r = comm.size, comm.rank
-        send = pattern(case.count, r, case.dtype, case.device)
+        send = ident_pattern(case.count, r, case.dtype, case.device)
         recv = torch.full_like(send, 7)
         nxt, prev = comm.ranks[(r + 1) % n], comm.ranks[(r - 1) % n]
-        expected = pattern(case.count, (r - 1) % n, case.dtype, case.device)
+        expected = ident_pattern(case.count, (r - 1) % n, case.dtype, case.device)
 
         def run() -> None:
             ops = [dist.P2POp(dist.isend, send, nxt, comm.group), dist.P2POp(dist.irecv, recv, prev, comm.group)]
