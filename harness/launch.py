@@ -15,7 +15,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from harness.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from harness.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED
 from harness.results import close_if_unfinished
 
 
@@ -65,4 +65,16 @@ def launch_local(nproc: int, worker_args: list[str], run_dir: Path) -> int:
         os.environ.pop("HARNESS_RUN_ID", None)
     if close_if_unfinished(run_dir, status, error) and code == EXIT_OK:
         code = EXIT_FAILED
-    return code
+    return _preempted(run_dir) or code
+
+
+def _preempted(run_dir: Path) -> int:
+    """EXIT_PREEMPTED when rank 0 recorded a checkpointed stop (the agent reports it as a signal)."""
+    import json
+
+    manifest = run_dir / "manifest.json"
+    if manifest.exists():
+        data = json.loads(manifest.read_text())
+        if data.get("status") == "interrupted" and str(data.get("error") or "").startswith("preempted"):
+            return EXIT_PREEMPTED
+    return 0

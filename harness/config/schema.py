@@ -182,6 +182,9 @@ class DebugConfig:
     """none | wrong_result (corrupt one result) | raise (exception) | hang (stop answering)."""
     fault_rank: int = 0
     """Rank on which the fault happens."""
+    preempt_at_step: int = 0
+    """train: send SIGUSR1 to rank fault_rank after this step (0: never), as Slurm does before a
+    preemption; the run checkpoints, stops with exit code 75, and resumes with train.resume=auto."""
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import resource
 import signal
 import statistics
@@ -188,6 +189,8 @@ def run(cfg: RunConfig, ctx: DistContext, record: RunRecord | None) -> Outcome:
             )
         if t.ckpt_every and step % t.ckpt_every == 0:
             checkpoint.save(ckpt_dir, step, engine.save, _trainer_state(cfg, shape, step))
+        if step == cfg.debug.preempt_at_step and ctx.rank == cfg.debug.fault_rank:
+            os.kill(os.getpid(), signal.SIGUSR1)
     if record:
         record.update(step=last)
         summary = _summary_row(step_rows)

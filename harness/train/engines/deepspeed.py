@@ -60,14 +60,18 @@ class DeepSpeedEngine(Engine):
         lr = lr_at(step, self.train_cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        total = 0.0
-        for x, y in micro_batches:
+        total, own_norm = 0.0, None
+        for i, (x, y) in enumerate(micro_batches):
             loss = self.engine(x.to(self.device), y.to(self.device))
             self.engine.backward(loss)  # DeepSpeed scales by 1/accumulation itself
+            if i == len(micro_batches) - 1 and self.engine_cfg.zero_stage == 0:
+                # ZeRO-0 keeps whole, reduced gradients but does not report their norm.
+                grads = [p.grad.detach().float().norm() for p in self.engine.module.parameters() if p.grad is not None]
+                own_norm = float(torch.stack(grads).norm()) if grads else None
             self.engine.step()  # applies the update at the accumulation boundary only
             total += float(loss.detach()) / len(micro_batches)
         norm = self.engine.get_global_grad_norm()
-        return StepResult(total, float(norm) if norm is not None else None, lr)
+        return StepResult(total, float(norm) if norm is not None else own_norm, lr)
 
     def save(self, path: Path) -> None:
         self.engine.save_checkpoint(str(path), tag="deepspeed", save_latest=False)

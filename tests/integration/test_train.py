@@ -1,0 +1,137 @@
+"""`harness train` on 2 gloo ranks through the harness's launcher (torch's elastic agent, as
+torchrun): every engine, determinism, ZeRO stage equivalence, bit-exact resume, preemption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Run, harness_env, run_cmd
+
+pytestmark = pytest.mark.integration
+
+STEPS = 8
+# 2 ranks x micro-batch 2 x 2 accumulation steps = global batch 8
+COMMON = [f"train.steps={STEPS}", "train.global_batch=8", "train.micro_batch=2", "train.seq_len=32",
+          "launch.nproc=2", "train.warmup_steps=2"]  # fmt: skip
+ENGINES = {
+    "ddp": ["engine.name=ddp"],
+    "fsdp": ["engine.name=fsdp"],
+    "zero0": ["engine.name=deepspeed", "engine.zero_stage=0"],
+    "zero1": ["engine.name=deepspeed", "engine.zero_stage=1"],
+    "zero2": ["engine.name=deepspeed", "engine.zero_stage=2"],
+    "zero3": ["engine.name=deepspeed", "engine.zero_stage=3"],
+}
+
+
+def train(tmp: Path, name: str, *extra: str) -> Run:
+    run = run_cmd(["harness", "train", *COMMON, *ENGINES[name], f"results.dir={tmp}/results",
+                   f"train.ckpt_dir={tmp}/ck-{name}", *extra], timeout=300)  # fmt: skip
+    return run
+
+
+def losses(run: Run) -> list[float]:
+    return [r["loss"] for r in run.rows if r["bench"] == "train"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """Each engine once, uninterrupted (the reference the other tests compare with)."""
+    tmp = tmp_path_factory.mktemp("train")
+    return {name: train(tmp, name) for name in ENGINES}
+
+
+@pytest.mark.parametrize("name", list(ENGINES))
+def test_engine_trains(runs: dict[str, Run], name: str) -> None:
+    run = runs[name]
+    assert run.proc.returncode == 0, run.output
+    run.validate()
+    manifest = run.manifest
+    assert manifest["status"] == "ok" and manifest["world_size"] == 2 and manifest["task"] == "train"
+    assert manifest["train"]["accumulation_steps"] == 2 and manifest["train"]["tokens_per_step"] == 8 * 32
+    assert "bench" not in manifest["config"]  # only the sections train reads
+    steps = [r for r in run.rows if r["bench"] == "train"]
+    assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
+    for row in steps:
+        assert row["tokens_per_s"] == pytest.approx(8 * 32 / row["step_time_s"])
+        assert row["tokens_per_s_per_device"] == pytest.approx(row["tokens_per_s"] / 2)
+        flops = manifest["train"]["flops_per_token"] * row["tokens_per_s_per_device"]
+        assert row["tflops_per_device"] == pytest.approx(flops / 1e12)
+        assert row["mfu"] is None  # no datasheet peak for a CPU: no guess
+        assert row["grad_norm"] is not None and row["grad_norm"] > 0
+    (summary,) = [r for r in run.rows if r["bench"] == "train_summary"]
+    assert summary["steps_measured"] == STEPS - 2  # warmup steps left out
+    if name.startswith("zero"):
+        config = json.loads((run.run_dir / "deepspeed_config.json").read_text())
+        assert config["zero_optimization"]["stage"] == int(name[-1])
+        assert config["train_batch_size"] == 8 and config["gradient_accumulation_steps"] == 2
+
+
+def test_same_seed_same_losses_bit_for_bit(runs: dict[str, Run], tmp_path: Path) -> None:
+    for name in ("ddp", "zero1"):
+        again = train(tmp_path, name)
+        assert losses(again) == losses(runs[name]), name
+
+
+def test_zero_stages_agree_in_fp32(runs: dict[str, Run]) -> None:
+    reference = losses(runs["zero0"])
+    for stage in ("zero1", "zero2", "zero3"):
+        assert losses(runs[stage]) == pytest.approx(reference, rel=1e-5), stage
+    assert losses(runs["ddp"]) == pytest.approx(reference, rel=1e-5)  # the same model, data and schedule
+
+
+@pytest.mark.parametrize("name", ["ddp", "zero1", "fsdp"])
+def test_preempted_and_resumed_run_matches_bit_for_bit(runs: dict[str, Run], tmp_path: Path, name: str) -> None:
+    first = train(tmp_path, name, "debug.preempt_at_step=4", "debug.fault_rank=1")
+    assert first.proc.returncode == 75, first.output  # EXIT_PREEMPTED
+    assert first.manifest["status"] == "interrupted" and first.manifest["step"] == 4
+    assert (
+        first.manifest["error"].startswith("preempted (")
+        and "after step 4; checkpoint saved" in first.manifest["error"]
+    )
+    assert (tmp_path / f"ck-{name}" / "latest").read_text().strip() == "step-00000004"
+    second = train(tmp_path, name)
+    assert second.proc.returncode == 0, second.output
+    assert second.manifest["train"]["resumed_from_step"] == 4
+    assert [r["step"] for r in second.rows if r["bench"] == "train"] == list(range(5, STEPS + 1))
+    assert losses(first) + losses(second) == losses(runs[name])
+
+
+def test_sigterm_from_outside_checkpoints_and_exits_75(tmp_path: Path) -> None:
+    cmd = ["harness", "train", *COMMON, "engine.name=ddp", "train.steps=400", f"results.dir={tmp_path}/results",
+           f"train.ckpt_dir={tmp_path}/ck"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    rows: list[Path] = []
+    while time.monotonic() < deadline:
+        rows = list((tmp_path / "results").glob("*/rows.jsonl"))
+        if rows and len(rows[0].read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    assert rows, "training never logged a step"
+    os.kill(proc.pid, signal.SIGTERM)  # what scancel and Slurm's time limit send; the agent forwards it
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 75, f"{proc.returncode}\n{stdout}\n{stderr}"
+    manifest = json.loads((rows[0].parent / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["step"] >= 3
+    assert (tmp_path / "ck" / "latest").read_text().strip() == f"step-{manifest['step']:08d}"
+
+
+def test_dry_run_of_a_large_model(tmp_path: Path) -> None:
+    run = run_cmd(["harness", "train", "model=llama3-70b", "train.dry_run=true", "launch.nproc=1024",
+                   "train.seq_len=8192", "train.micro_batch=1", "train.dtype=bfloat16", "engine.zero_stage=3",
+                   f"results.dir={tmp_path}"], timeout=60)  # fmt: skip
+    assert run.proc.returncode == 0, run.output
+    run.validate()
+    (row,) = run.rows
+    assert row["n_params"] == pytest.approx(70.6e9, rel=0.01) and row["world_size"] == 1024
+    assert row["flops_per_step"] == row["flops_per_token"] * 1024 * 8192
+    assert row["memory_weights_bytes"] == 2 * row["n_params"] // 1024
+    assert "memory per device: total" in run.proc.stdout
