@@ -161,6 +161,32 @@ def _worker(overrides: list[str]) -> int:
     return runner.run_task(job.cfg, launch, job.device_type)
 
 
+def rerun_argv(args: list[str]) -> list[str]:
+    """`harness rerun RUN_DIR [key=value ...]`: the command line that repeats a recorded run
+    (its resolved config as overrides; later overrides win; redacted values are left out)."""
+    import json
+
+    from harness.results.provenance import REDACTED
+
+    if not args or "=" in args[0]:
+        raise ConfigError("usage: harness rerun RUN_DIR [key=value ...]")
+    manifest = Path(args[0]) / "manifest.json"
+    if not manifest.is_file():
+        raise ConfigError(f"{args[0]!r} is not a run directory (no manifest.json)")
+    recorded = json.loads(manifest.read_text())
+    overrides: list[str] = []
+
+    def flatten(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                flatten(f"{prefix}{key}.", item)
+        elif value != REDACTED and prefix.rstrip(".") != "task":
+            overrides.append(f"{prefix.rstrip('.')}={json.dumps(value)}")
+
+    flatten("", recorded["config"])
+    return [recorded["task"], *overrides, *args[1:]]
+
+
 def run(argv: list[str]) -> int:
     """Parse, validate, run; returns the exit code."""
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -173,6 +199,8 @@ def run(argv: list[str]) -> int:
     try:
         if task == _WORKER:
             return _worker(rest)
+        if task == "rerun":
+            return run(rerun_argv(rest))
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r}; choices: {', '.join(TASKS)} (see harness --help)")
         if any(a in ("-h", "--help") for a in rest):
@@ -228,6 +256,7 @@ examples:
   harness bench gemm,all_reduce
   harness bench all_reduce bench.max_bytes=1G launch.nproc=8
   harness bench all_reduce bench.dtype=float32,bfloat16 -m
+  harness rerun results/20261128T030000Z-bench-1a2b3c [key=value ...]   # repeat a recorded run
 
 'harness TASK --help' lists a task's keys. The last line of a run is 'results: <run directory>'.""",
         markup=False,

@@ -100,7 +100,9 @@ class ModelConfig:
     max_seq_len: int = 2048
     """Longest sequence the rotary tables cover, tokens."""
     rope_theta: float = 500000.0
+    """Base of the rotary embedding frequencies."""
     norm_eps: float = 1e-5
+    """RMSNorm epsilon."""
     tied_embeddings: bool = False
     """Share the token embedding with the output projection."""
     fused_kernels: bool = False
@@ -151,9 +153,11 @@ class TrainConfig:
     lr: float = 3e-4
     """Peak learning rate, reached after warmup_steps; cosine decay to lr x min_lr_ratio."""
     min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of lr (the floor of the cosine)."""
     warmup_steps: int = 2
     """Steps of linear learning-rate warmup (also left out of the throughput summary)."""
     weight_decay: float = 0.1
+    """AdamW weight decay."""
     grad_clip: float = 1.0
     """Gradient-norm clipping threshold (0: off)."""
     seed: int = 0

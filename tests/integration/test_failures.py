@@ -119,3 +119,17 @@ def test_multirun_sweep_records_one_run_per_job(results_dir: Path) -> None:
         dtypes |= {r["dtype"] for r in rows}
         assert all(r["wrong"] == 0 for r in rows)
     assert dtypes == {"float32", "bfloat16"}
+
+
+def test_rerun_repeats_a_recorded_run(results_dir: Path) -> None:
+    first = run_cmd(["harness", "bench", "gemm", "bench=quick", "bench.dtype=float32", "launch.nproc=1",
+                     f"results.dir={results_dir}"])  # fmt: skip
+    assert first.proc.returncode == 0, first.output
+    again = run_cmd(["harness", "rerun", str(first.run_dir), "bench.iters=2"])
+    assert again.proc.returncode == 0, again.output
+    assert again.run_dir != first.run_dir and again.run_dir.parent == first.run_dir.parent
+    before, after = first.manifest["config"], again.manifest["config"]
+    assert after["bench"]["iters"] == 2 and before["bench"]["iters"] == 5
+    after["bench"]["iters"] = before["bench"]["iters"]
+    assert after == before  # everything else as recorded
+    assert [(r["shape"], r["dtype"]) for r in again.rows] == [(r["shape"], r["dtype"]) for r in first.rows]
