@@ -182,10 +182,13 @@ def run(cfg: RunConfig, ctx: DistContext, record: RunRecord | None) -> Outcome:
             row["warmup"] = step <= t.warmup_steps
             step_rows.append(row)
             record.add_rows([row])
+            # ETA from the median step time so far: one slow step does not swing it.
+            eta = statistics.median(r["step_time_s"] for r in step_rows) * (t.steps - step)
             display.console.print(
                 f"step {step:>5}/{t.steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  "
                 f"{row['tokens_per_s']:,.0f} tok/s  {row['tflops_per_device']:.3f} TFLOP/s/device"
                 + (f"  MFU {row['mfu']:.1%}" if row["mfu"] is not None else "")
+                + f"  ETA {int(eta) // 60:02d}:{int(eta) % 60:02d}"
             )
         if t.ckpt_every and step % t.ckpt_every == 0:
             checkpoint.save(ckpt_dir, step, engine.save, _trainer_state(cfg, shape, step))

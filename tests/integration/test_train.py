@@ -67,6 +67,7 @@ def test_engine_trains(runs: dict[str, Run], name: str) -> None:
         assert row["grad_norm"] is not None and row["grad_norm"] > 0
     (summary,) = [r for r in run.rows if r["bench"] == "train_summary"]
     assert summary["steps_measured"] == STEPS - 2  # warmup steps left out
+    assert f"step     1/{STEPS}" in run.proc.stdout and "ETA 00:" in run.proc.stdout  # progress with ETA
     if name.startswith("zero"):
         config = json.loads((run.run_dir / "deepspeed_config.json").read_text())
         assert config["zero_optimization"]["stage"] == int(name[-1])
