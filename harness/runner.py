@@ -47,7 +47,7 @@ def _peer_failures(ctx: dist.DistContext) -> list[str]:
 
 
 # Config sections a task does not read stay out of its manifest.
-_SECTIONS = {"bench": ("model", "engine", "data", "train"), "train": ("bench",)}
+_SECTIONS = {"bench": ("model", "engine", "data", "train", "logger"), "train": ("bench",)}
 
 
 def task_config(cfg: RunConfig) -> dict[str, Any]:

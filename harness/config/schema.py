@@ -179,6 +179,27 @@ class TrainConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Weights & Biases. Offline unless mode=online is set explicitly: a run never talks to the
+    internet by default. `wandb sync <run dir>/wandb/offline-run-*` uploads later, from a login node."""
+
+    mode: str = "offline"
+    """offline | online | disabled."""
+    project: str = "exaharness"
+    entity: str = ""
+    """Team or user; empty: wandb's default."""
+
+
+@dataclass
+class LoggerConfig:
+    """Where training metrics go besides rows.jsonl (presets: logger=none | logger=wandb)."""
+
+    name: str = "none"
+    """none | wandb."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
 class DebugConfig:
     """Fault injection, to test that failures are recorded (as DCGM and nccl-tests do)."""
 
@@ -209,6 +230,7 @@ class RunConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
 
 
@@ -218,3 +240,4 @@ def register_configs() -> None:
     cs.store(name="base_config", node=RunConfig)
     cs.store(group="bench", name="base_bench", node=BenchConfig)
     cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="logger", name="base_logger", node=LoggerConfig)

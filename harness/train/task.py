@@ -10,6 +10,7 @@ import resource
 import signal
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from harness.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError
 from harness.hardware import peak_tflops
 from harness.results import RunRecord
 from harness.runner import Outcome
-from harness.train import checkpoint
+from harness.train import checkpoint, metrics
 from harness.train.data import BatchSpec, SyntheticData, TokenFileData, open_token_file
 from harness.train.engines import ENGINES, build_engine
 from harness.train.engines.base import COMPUTE_DTYPES
@@ -77,6 +78,7 @@ def validate(cfg: RunConfig, world_size: int) -> ModelShape:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 1")
     if t.seq_len > shape.max_seq_len:
         raise ConfigError(f"train.seq_len={t.seq_len} exceeds model.max_seq_len={shape.max_seq_len}")
+    metrics.validate(cfg.logger)
     if t.resume not in ("auto", "never") and not (Path(t.resume) / checkpoint.TRAINER).is_file():
         raise ConfigError(f"train.resume={t.resume!r}: not a checkpoint folder; use auto, never or a step-* folder")
     accumulation_steps(cfg, world_size)
@@ -129,7 +131,6 @@ def run(cfg: RunConfig, ctx: DistContext, record: RunRecord | None) -> Outcome:
     engine = build_engine(model, t, cfg.engine, ctx.device, micro_batch=t.micro_batch, accumulation=accumulation)
     spec = BatchSpec(t.micro_batch, t.seq_len, shape.vocab_size, t.seed)
     data = SyntheticData(spec) if cfg.data.kind == "synthetic" else TokenFileData(spec, cfg.data.path, cfg.data.dtype)
-    ckpt_dir = Path(t.ckpt_dir)
     start = 0
     resume = resume_point(cfg, shape)
     if resume is not None:
@@ -153,6 +154,45 @@ def run(cfg: RunConfig, ctx: DistContext, record: RunRecord | None) -> Outcome:
             display.note(f"MFU unknown: no datasheet peak for {devices.device_name(ctx.device.type)} in {t.dtype}")
     for sig in (signal.SIGTERM, signal.SIGUSR1):  # preemption: finish the step, checkpoint, exit
         signal.signal(sig, _on_stop)
+    logger = metrics.make_logger(cfg.logger, record.path, record.run_id, record.manifest["config"]) if record else None
+    setup = _Setup(engine, data, shape, logger, start, accumulation, tokens_per_step, fpt, hfu_fpt, peak)
+    try:
+        return _loop(cfg, ctx, record, setup)
+    finally:
+        if logger:
+            logger.finish()
+
+
+@dataclass
+class _Setup:
+    """What the loop needs, built once by run()."""
+
+    engine: Any
+    data: Any
+    shape: ModelShape
+    logger: Any
+    start: int
+    accumulation: int
+    tokens_per_step: int
+    fpt: int
+    """Model FLOPs per token."""
+    hfu_fpt: int
+    """Hardware FLOPs per token (with recompute)."""
+    peak: float | None
+
+
+def _loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, setup: _Setup) -> Outcome:
+    """Steps start+1 .. train.steps, with the stop checks, rows and checkpoints."""
+    engine, data, shape, logger, accumulation = setup.engine, setup.data, setup.shape, setup.logger, setup.accumulation
+    tokens_per_step, fpt, hfu_fpt, peak, start = (
+        setup.tokens_per_step,
+        setup.fpt,
+        setup.hfu_fpt,
+        setup.peak,
+        setup.start,
+    )
+    t = cfg.train
+    ckpt_dir = Path(t.ckpt_dir)
     step_rows: list[dict[str, Any]] = []
     last = start
     for step in range(start + 1, t.steps + 1):
@@ -182,6 +222,8 @@ def run(cfg: RunConfig, ctx: DistContext, record: RunRecord | None) -> Outcome:
             row["warmup"] = step <= t.warmup_steps
             step_rows.append(row)
             record.add_rows([row])
+            if logger:
+                logger.log(step, row)
             # ETA from the median step time so far: one slow step does not swing it.
             eta = statistics.median(r["step_time_s"] for r in step_rows) * (t.steps - step)
             display.console.print(

@@ -125,6 +125,14 @@ def test_sigterm_from_outside_checkpoints_and_exits_75(tmp_path: Path) -> None:
     assert (tmp_path / "ck" / "latest").read_text().strip() == f"step-{manifest['step']:08d}"
 
 
+def test_wandb_offline_run_inside_the_run_directory(tmp_path: Path) -> None:
+    run = train(tmp_path, "ddp", "logger=wandb", "train.steps=3")
+    assert run.proc.returncode == 0, run.output
+    offline = list((run.run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))  # everything stays on this machine
+    assert run.manifest["config"]["logger"]["wandb"]["mode"] == "offline"
+
+
 def test_dry_run_of_a_large_model(tmp_path: Path) -> None:
     run = run_cmd(["harness", "train", "model=llama3-70b", "train.dry_run=true", "launch.nproc=1024",
                    "train.seq_len=8192", "train.micro_batch=1", "train.dtype=bfloat16", "engine.zero_stage=3",

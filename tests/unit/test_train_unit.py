@@ -136,3 +136,48 @@ def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="was written for engine deepspeed and model small, not deepspeed and tiny"):
         prepare(["task=train", f"train.ckpt_dir={ck}"])
     prepare(["task=train", f"train.ckpt_dir={ck}", "train.resume=never"])  # starting afresh is allowed
+
+
+class FakeRun:
+    def __init__(self) -> None:
+        self.logged: list[tuple[int, dict]] = []
+        self.finished = False
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.logged.append((step, metrics))
+
+    def finish(self) -> None:
+        self.finished = True
+
+
+class FakeWandb:
+    """wandb's two calls the logger makes, recorded."""
+
+    def __init__(self) -> None:
+        self.kwargs: dict = {}
+        self.run = FakeRun()
+
+    def init(self, **kwargs: object) -> FakeRun:
+        self.kwargs = kwargs
+        return self.run
+
+
+def test_wandb_is_offline_unless_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.train.metrics import WandbLogger
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = to_typed(compose(["task=train", "logger=wandb"])).logger
+    fake = FakeWandb()
+    logger = WandbLogger(cfg, tmp_path, "run-1", {"train": {"steps": 3}}, wandb=fake)
+    assert fake.kwargs["mode"] == "offline" and fake.kwargs["dir"] == str(tmp_path) and fake.kwargs["id"] == "run-1"
+    assert __import__("os").environ["WANDB_MODE"] == "offline"
+    logger.log(2, {"loss": 1.5, "mfu": None, "bench": "train", "step": 2})
+    logger.finish()
+    assert fake.run.logged == [(2, {"loss": 1.5, "step": 2})] and fake.run.finished
+
+
+def test_bad_logger_settings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="logger.wandb.mode='sometimes'; choices: offline, online, disabled"):
+        prepare(["task=train", "logger=wandb", "logger.wandb.mode=sometimes", f"train.ckpt_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="unknown logger preset 'tensorboard'; choices: none, wandb"):
+        prepare(["task=train", "logger=tensorboard", f"train.ckpt_dir={tmp_path}"])
