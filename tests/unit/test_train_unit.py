@@ -177,7 +177,7 @@ def test_wandb_is_offline_unless_asked(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_bad_logger_settings(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="logger.wandb.mode='sometimes'; choices: offline, online, disabled"):
+    with pytest.raises(ConfigError, match=r"logger\.wandb\.mode='sometimes'; choices: offline, online, disabled"):
         prepare(["task=train", "logger=wandb", "logger.wandb.mode=sometimes", f"train.ckpt_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="unknown logger preset 'tensorboard'; choices: none, wandb"):
         prepare(["task=train", "logger=tensorboard", f"train.ckpt_dir={tmp_path}"])
