@@ -88,8 +88,8 @@ def main() -> None:
         bare_file = f"{tmp}/bare.json"
         mp.spawn(bare_worker, args=(args, free_port(), bare_file), nprocs=2, join=True)
         bare = json.loads(Path(bare_file).read_text())["tokens_per_s"]
-        ddp = harness_tokens_per_s(args, ["engine.name=ddp"], Path(tmp))
-        zero2 = harness_tokens_per_s(args, ["engine.name=deepspeed", "engine.zero_stage=2"], Path(tmp))
+        ddp = harness_tokens_per_s(args, ["engine=ddp"], Path(tmp))
+        zero2 = harness_tokens_per_s(args, ["engine=deepspeed", "engine.zero_stage=2"], Path(tmp))
     print(f"model small, 2 CPU ranks, micro-batch {args.micro_batch} x seq {args.seq_len}, {args.steps} steps "
           f"(median after 5 warmup steps)")  # fmt: skip
     print(f"{'run':<34} {'tokens/s':>10} {'vs bare DDP':>12}")

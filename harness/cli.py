@@ -273,7 +273,7 @@ def print_train_help() -> None:
         f"""usage: harness train [key=value ...] [-m]
 
 model presets: model={"|".join(group_options("model"))} (default tiny)
-engines:       engine.name={"|".join(ENGINES)} (default deepspeed)
+engines:       engine={"|".join(ENGINES)} (default deepspeed)
 
 keys:
 {_keys_table(keys)}
@@ -282,9 +282,9 @@ exit codes: 0 ok, 1 failed, 2 bad input, 75 preempted (checkpoint saved; rerun w
 
 examples:
   harness train                                             # tiny, DeepSpeed ZeRO-1, 2 CPU ranks
-  harness train engine.name=ddp train.steps=30 model=small
+  harness train engine=ddp train.steps=30 model=small
   harness train engine.zero_stage=3 train.dtype=bfloat16 train.global_batch=8
-  harness train engine.name=fsdp train.ckpt_every=10 train.resume=auto
+  harness train engine=fsdp train.ckpt_every=10 train.resume=auto
   harness train model=llama3-70b train.dry_run=true launch.nproc=1024 train.seq_len=8192 train.dtype=bfloat16
   python -m harness.train.tokenize input.txt data.u16 && harness train data.kind=tokens data.path=data.u16""",
         markup=False,

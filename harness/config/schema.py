@@ -111,10 +111,10 @@ class ModelConfig:
 
 @dataclass
 class EngineConfig:
-    """How the model is distributed."""
+    """How the model is distributed (presets: engine=deepspeed | engine=fsdp | engine=ddp)."""
 
     name: str = "deepspeed"
-    """deepspeed | fsdp (PyTorch FSDP2 fully_shard) | ddp."""
+    """deepspeed | fsdp (PyTorch FSDP2 fully_shard) | ddp; set by the engine preset."""
     zero_stage: int = 1
     """DeepSpeed ZeRO stage 0-3 (fsdp shards like stage 3, ddp replicates like stage 0)."""
     offload_optimizer: bool = False
@@ -241,3 +241,4 @@ def register_configs() -> None:
     cs.store(group="bench", name="base_bench", node=BenchConfig)
     cs.store(group="model", name="base_model", node=ModelConfig)
     cs.store(group="logger", name="base_logger", node=LoggerConfig)
+    cs.store(group="engine", name="base_engine", node=EngineConfig)

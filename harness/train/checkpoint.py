@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
 from harness.results.atomic import write_atomic
@@ -33,18 +34,39 @@ def latest(ckpt_dir: Path) -> Path | None:
 
 
 def save(ckpt_dir: Path, step: int, engine_save: Any, trainer_state: dict[str, Any]) -> Path:
-    """All ranks: write the engine's state, then rank 0 writes trainer.json and moves `latest`."""
+    """All ranks: write the engine's state and their RNG states, then rank 0 writes trainer.json
+    and moves `latest`."""
     path = step_dir(ckpt_dir, step)
     if dist.get_rank() == 0:
         path.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     engine_save(path)
+    torch.save(rng_state(), path / f"rng-{dist.get_rank()}.pt")
     dist.barrier()  # every rank's part is on disk
     if dist.get_rank() == 0:
         write_atomic(path / TRAINER, json.dumps(trainer_state, indent=2))
         write_atomic(ckpt_dir / LATEST, path.name + "\n")
     dist.barrier()
     return path
+
+
+def rng_state() -> dict[str, Any]:
+    """This rank's random generators (the data sampler needs none: it is seeded per batch)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(path: Path) -> None:
+    """Put back this rank's generators as they were at the checkpoint (when the file is there)."""
+    file = path / f"rng-{dist.get_rank()}.pt"
+    if not file.is_file():
+        return
+    state = torch.load(file, weights_only=False)
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def read_trainer_state(path: Path) -> dict[str, Any]:

@@ -135,6 +135,7 @@ def run(cfg: RunConfig, ctx: DistContext, record: RunRecord | None) -> Outcome:
     resume = resume_point(cfg, shape)
     if resume is not None:
         engine.load(resume)
+        checkpoint.restore_rng(resume)
         start = checkpoint.read_trainer_state(resume)["step"]
     tokens_per_step = t.micro_batch * accumulation * ctx.world_size * t.seq_len
     fpt = flops_per_token(shape, t.seq_len)

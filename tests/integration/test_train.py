@@ -21,12 +21,12 @@ STEPS = 8
 COMMON = [f"train.steps={STEPS}", "train.global_batch=8", "train.micro_batch=2", "train.seq_len=32",
           "launch.nproc=2", "train.warmup_steps=2"]  # fmt: skip
 ENGINES = {
-    "ddp": ["engine.name=ddp"],
-    "fsdp": ["engine.name=fsdp"],
-    "zero0": ["engine.name=deepspeed", "engine.zero_stage=0"],
-    "zero1": ["engine.name=deepspeed", "engine.zero_stage=1"],
-    "zero2": ["engine.name=deepspeed", "engine.zero_stage=2"],
-    "zero3": ["engine.name=deepspeed", "engine.zero_stage=3"],
+    "ddp": ["engine=ddp"],
+    "fsdp": ["engine=fsdp"],
+    "zero0": ["engine=deepspeed", "engine.zero_stage=0"],
+    "zero1": ["engine=deepspeed", "engine.zero_stage=1"],
+    "zero2": ["engine=deepspeed", "engine.zero_stage=2"],
+    "zero3": ["engine=deepspeed", "engine.zero_stage=3"],
 }
 
 
@@ -105,7 +105,7 @@ def test_preempted_and_resumed_run_matches_bit_for_bit(runs: dict[str, Run], tmp
 
 
 def test_sigterm_from_outside_checkpoints_and_exits_75(tmp_path: Path) -> None:
-    cmd = ["harness", "train", *COMMON, "engine.name=ddp", "train.steps=400", f"results.dir={tmp_path}/results",
+    cmd = ["harness", "train", *COMMON, "engine=ddp", "train.steps=400", f"results.dir={tmp_path}/results",
            f"train.ckpt_dir={tmp_path}/ck"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
@@ -123,6 +123,16 @@ def test_sigterm_from_outside_checkpoints_and_exits_75(tmp_path: Path) -> None:
     manifest = json.loads((rows[0].parent / "manifest.json").read_text())
     assert manifest["status"] == "interrupted" and manifest["step"] >= 3
     assert (tmp_path / "ck" / "latest").read_text().strip() == f"step-{manifest['step']:08d}"
+
+
+def test_under_torchrun(tmp_path: Path, runs: dict[str, Run]) -> None:
+    cmd = ["torchrun", "--nproc-per-node", "2", "-m", "harness", "train", *COMMON, *ENGINES["zero1"],
+           f"results.dir={tmp_path}", f"train.ckpt_dir={tmp_path}/ck", "train.ckpt_every=4"]  # fmt: skip
+    run = run_cmd(cmd, timeout=300)
+    assert run.proc.returncode == 0, run.output
+    assert run.manifest["launcher"] == "torchrun" and run.manifest["world_size"] == 2
+    assert losses(run) == losses(runs["zero1"])  # the same run, whoever starts the ranks
+    assert sorted(p.name for p in (tmp_path / "ck" / "step-00000008").glob("rng-*.pt")) == ["rng-0.pt", "rng-1.pt"]
 
 
 def test_wandb_offline_run_inside_the_run_directory(tmp_path: Path) -> None:

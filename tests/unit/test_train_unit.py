@@ -102,6 +102,7 @@ def test_schedule() -> None:
         (["model.n_kv_heads=3"], "model.n_heads=4 is not divisible by model.n_kv_heads=3"),
         (["train.global_batch=5"], "train.global_batch=5 is not a multiple of train.micro_batch x data-parallel"),
         (["engine.name=megatron"], "engine='megatron'; choices: deepspeed, fsdp, ddp"),
+        (["engine=megatron"], "unknown engine preset 'megatron'; choices: ddp, deepspeed, fsdp"),
         (["engine.zero_stage=4"], "engine.zero_stage=4; choices: 0, 1, 2, 3"),
         (["train.dtype=float8"], "train.dtype='float8'; choices: float32, bfloat16, float16"),
         (["train.seq_len=4096"], "train.seq_len=4096 exceeds model.max_seq_len=256"),
