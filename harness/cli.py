@@ -161,6 +161,34 @@ def _worker(overrides: list[str]) -> int:
     return runner.run_task(job.cfg, launch, job.device_type)
 
 
+SLURM_USAGE = ("usage: harness slurm submit TASK [NAME[,NAME]] [key=value ...] | harness slurm status JOB_ID|RUN_DIR "
+               "[results.dir=PATH] | harness slurm collect JOB_ID|RUN_DIR [results.dir=PATH]")  # fmt: skip
+
+
+def _slurm(args: list[str]) -> int:
+    """harness slurm submit|status|collect."""
+    from harness.scheduler import slurm
+
+    if not args or args[0] not in ("submit", "status", "collect"):
+        raise ConfigError(SLURM_USAGE)
+    if args[0] == "submit":
+        if len(args) < 2 or args[1] not in TASKS:
+            raise ConfigError(f"harness slurm submit needs a task ({', '.join(TASKS)}); {SLURM_USAGE}")
+        task, rest = args[1], args[2:]
+        overrides, flags = _split(task, rest)
+        if flags:
+            raise ConfigError("harness slurm submit runs one job; for a sweep use -m hydra/launcher=submitit_slurm")
+        job = prepare(overrides)
+        # The job gets the user's arguments as argv; slurm.* is spent here, results.dir comes from
+        # the script (HARNESS_RESULTS, set to this results.dir).
+        job_args = [a for a in rest if not a.startswith(("slurm.", "results.dir="))]
+        return slurm.submit(job.cfg, job_args)
+    if len(args) < 2:
+        raise ConfigError(SLURM_USAGE)
+    results_dir = next((a.split("=", 1)[1] for a in args[2:] if a.startswith("results.dir=")), "results")
+    return (slurm.status if args[0] == "status" else slurm.collect)(args[1], results_dir)
+
+
 def rerun_argv(args: list[str]) -> list[str]:
     """`harness rerun RUN_DIR [key=value ...]`: the command line that repeats a recorded run
     (its resolved config as overrides; later overrides win; redacted values are left out)."""
@@ -201,8 +229,10 @@ def run(argv: list[str]) -> int:
             return _worker(rest)
         if task == "rerun":
             return run(rerun_argv(rest))
+        if task == "slurm":
+            return _slurm(rest)
         if task not in TASKS:
-            raise ConfigError(f"unknown task {task!r}; choices: {', '.join(TASKS)} (see harness --help)")
+            raise ConfigError(f"unknown task {task!r}; choices: {', '.join(TASKS)}, slurm, rerun (see harness --help)")
         if any(a in ("-h", "--help") for a in rest):
             print_task_help(task)
             return EXIT_OK
@@ -257,6 +287,8 @@ examples:
   harness bench all_reduce bench.max_bytes=1G launch.nproc=8
   harness bench all_reduce bench.dtype=float32,bfloat16 -m
   harness rerun results/20261128T030000Z-bench-1a2b3c [key=value ...]   # repeat a recorded run
+  harness slurm submit bench all_reduce slurm.nodes=2 slurm.ntasks_per_node=8 slurm.wait=true
+  harness slurm status 4242; harness slurm collect 4242
 
 'harness TASK --help' lists a task's keys. The last line of a run is 'results: <run directory>'.""",
         markup=False,

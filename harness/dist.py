@@ -183,6 +183,13 @@ def detect(env: Mapping[str, str] | None = None) -> LaunchEnv | None:
 # ---------------------------------------------------------------- rendezvous and init
 
 
+def host_name(env: Mapping[str, str] | None = None) -> str:
+    """The name of this node as the job sees it: Slurm's node name under Slurm (the name an admin
+    drains or excludes, which need not be the host name), else the host name."""
+    env = os.environ if env is None else env
+    return env.get("SLURMD_NODENAME") or socket.gethostname()
+
+
 def free_port() -> int:
     """A TCP port that is free on this host now (for single-host rendezvous)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -47,7 +46,7 @@ def _peer_failures(ctx: dist.DistContext) -> list[str]:
 
 
 # Config sections a task does not read stay out of its manifest.
-_SECTIONS = {"bench": ("model", "engine", "data", "train", "logger"), "train": ("bench",)}
+_SECTIONS = {"bench": ("model", "engine", "data", "train", "logger", "slurm"), "train": ("bench", "slurm")}
 
 
 def task_config(cfg: RunConfig) -> dict[str, Any]:
@@ -87,7 +86,7 @@ def run_task(cfg: RunConfig, launch: dist.LaunchEnv, device_type: str) -> int:
                 cfg.results.dir, task=cfg.task, config=task_config(cfg), launcher=ctx.launch.launcher,
                 world_size=ctx.world_size, run_id=os.environ.get("HARNESS_RUN_ID") or None,
             )  # fmt: skip
-        info = {"rank": ctx.rank, "local_rank": ctx.launch.local_rank, "host": socket.gethostname()}
+        info = {"rank": ctx.rank, "local_rank": ctx.launch.local_rank, "host": dist.host_name()}
         infos = dist.gather_objects(ctx, {**info, **devices.describe(ctx.device)})
         if record and infos:
             record.update(hosts=sorted({i["host"] for i in infos}), devices=infos)

@@ -4,7 +4,6 @@ Plug-ins only plan and build cases (see base.py)."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,7 +130,7 @@ def _measure_case(
         "telemetry": summary,
         "rank": ctx.rank,
         "local_rank": ctx.launch.local_rank,
-        "host": socket.gethostname(),
+        "host": dist.host_name(),
         "group": comm.index,
     }
 

@@ -28,7 +28,8 @@ class ResultsConfig:
     """Where run directories go."""
 
     dir: str = "results"
-    """Folder that receives one run directory per run (relative to the working directory)."""
+    """Folder that receives one run directory per run (relative to the working directory);
+    default $HARNESS_RESULTS when set, else ./results."""
 
 
 @dataclass
@@ -200,6 +201,30 @@ class LoggerConfig:
 
 
 @dataclass
+class SlurmConfig:
+    """`harness slurm submit`: the job's resources (checked, then written as #SBATCH lines)."""
+
+    job_name: str = "harness"
+    nodes: int = 1
+    ntasks_per_node: Any = None
+    """Tasks (ranks) per node: one per GPU, or per CPU share; null: Slurm's default (1)."""
+    gpus_per_node: Any = None
+    partition: Any = None
+    account: Any = None
+    qos: Any = None
+    time: Any = None
+    """Time limit: minutes, HH:MM:SS or D-HH:MM:SS."""
+    exclude: Any = None
+    """Nodes to keep out, e.g. n[3,7] (exclude.txt of harness accept)."""
+    extra: list[str] = field(default_factory=list)
+    """Further sbatch options, one '--option=value' each."""
+    wait: bool = False
+    """Follow the job until it ends, then print its summary."""
+    poll_s: float = 2.0
+    """Seconds between status polls while waiting."""
+
+
+@dataclass
 class DebugConfig:
     """Fault injection, to test that failures are recorded (as DCGM and nccl-tests do)."""
 
@@ -231,6 +256,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
 
 

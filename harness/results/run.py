@@ -74,7 +74,10 @@ class RunRecord:
         """Make the run directory and write its first manifest (status `running`)."""
         run_id = run_id or new_run_id(task)
         path = Path(results_dir) / run_id
-        path.mkdir(parents=True, exist_ok=False)
+        # `harness slurm submit` makes the folder (with the job script) before the job starts.
+        path.mkdir(parents=True, exist_ok=True)
+        if (path / MANIFEST).exists():
+            raise FileExistsError(f"{path} already holds a run")
         manifest: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "run_id": run_id,

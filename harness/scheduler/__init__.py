@@ -1,0 +1,1 @@
+"""Slurm: batch scripts from slurm/*.sbatch, submission, status and collection."""

@@ -1,0 +1,247 @@
+"""The Slurm path on the real two-node local cluster (n1, n2): sbatch templates, harness slurm
+submit/status/collect, multi-node ranks, hostile values, requeue and resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.dist import expand_hostlist
+from tests.conftest import ROOT, run_cmd
+
+pytestmark = [pytest.mark.integration, pytest.mark.slurm]
+
+
+def wait_job(job_id: str, env: dict[str, str], timeout: float = 240) -> str:
+    deadline = time.monotonic() + timeout
+    state = "UNKNOWN"
+    while time.monotonic() < deadline:
+        out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, env=env).stdout
+        state = next((f.split("=", 1)[1] for f in out.split() if f.startswith("JobState=")), "UNKNOWN")
+        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"):
+            return state
+        time.sleep(0.5)
+    return state
+
+
+def check_four_ranks_on_two_nodes(run_dir: Path) -> None:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "ok", manifest.get("error")
+    assert manifest["world_size"] == 4 and manifest["launcher"] == "slurm"
+    assert manifest["hosts"] == ["n1", "n2"]  # Slurm node names, not the machine's host name
+    rows = [json.loads(line) for line in (run_dir / "rows.jsonl").read_text().splitlines()]
+    assert rows and all(r["wrong"] == 0 and r["world_size"] == 4 for r in rows)
+
+
+def test_harness_slurm_submit_two_nodes_and_wait(results_dir: Path, slurm_env: dict[str, str]) -> None:
+    run = run_cmd(
+        [
+            "harness",
+            "slurm",
+            "submit",
+            "bench",
+            "all_reduce",
+            "bench=quick",
+            "bench.max_bytes=1K",
+            "slurm.nodes=2",
+            "slurm.ntasks_per_node=2",
+            "slurm.job_name=ar-2x2",
+            "slurm.wait=true",
+            "slurm.poll_s=0.5",
+            f"results.dir={results_dir}",
+        ],
+        env=slurm_env,
+        timeout=300,
+    )
+    assert run.proc.returncode == 0, run.output
+    assert "submitted job" in run.proc.stdout and "slurm state COMPLETED; run status ok" in run.proc.stdout
+    check_four_ranks_on_two_nodes(run.run_dir)
+    script = (run.run_dir / "job.sbatch").read_text()
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --job-name=ar-2x2" in script
+    job_id = json.loads((run.run_dir / "submission.json").read_text())["job_id"]
+    for sub in ("status", "collect"):
+        again = run_cmd(["harness", "slurm", sub, job_id, f"results.dir={results_dir}"], env=slurm_env)
+        assert again.proc.returncode == 0 and again.run_dir == run.run_dir, again.output
+
+
+def test_sbatch_template_directly(results_dir: Path, slurm_env: dict[str, str]) -> None:
+    env = {
+        **slurm_env,
+        "HARNESS_RESULTS": str(results_dir),
+        "HARNESS_VENV": str(Path(slurm_env["PATH"].split(":")[0]).parent),
+    }
+    done = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "-N",
+            "2",
+            "--ntasks-per-node",
+            "2",
+            f"--output={results_dir}/%j.out",
+            str(ROOT / "slurm" / "bench.sbatch"),
+            "all_reduce",
+            "bench=quick",
+            "bench.max_bytes=1K",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    assert wait_job(job_id, env) == "COMPLETED", (results_dir / f"{job_id}.out").read_text()
+    (run_dir,) = [p for p in results_dir.iterdir() if p.is_dir()]
+    check_four_ranks_on_two_nodes(run_dir)
+
+
+def test_hostile_values_never_run(results_dir: Path, slurm_env: dict[str, str], tmp_path: Path) -> None:
+    canary = tmp_path / "pwned"
+    bad = run_cmd(
+        [
+            "harness",
+            "slurm",
+            "submit",
+            "bench",
+            "all_reduce",
+            f"slurm.job_name=x;touch {canary}",
+            f"results.dir={results_dir}",
+        ],
+        env=slurm_env,
+    )
+    assert bad.proc.returncode == 2 and "slurm.job_name=" in bad.proc.stderr
+    # A value that is valid for the harness but hostile to a shell goes to the job as argv, untouched.
+    weird = tmp_path / f"r$(touch {canary})"
+    run = run_cmd(
+        [
+            "harness",
+            "slurm",
+            "submit",
+            "bench",
+            "all_reduce",
+            "bench=quick",
+            "bench.max_bytes=64",
+            "slurm.wait=true",
+            "slurm.poll_s=0.5",
+            f"results.dir='{weird}'",  # quoted for Hydra; no shell ever parses it
+        ],
+        env=slurm_env,
+        timeout=300,
+    )
+    assert run.proc.returncode == 0, run.output
+    assert not canary.exists()
+    assert run.run_dir.parent == weird  # the odd folder name was taken literally
+
+
+def test_sbatch_rejection_is_one_line(results_dir: Path, slurm_env: dict[str, str]) -> None:
+    run = run_cmd(
+        ["harness", "slurm", "submit", "bench", "all_reduce", "slurm.partition=nosuch", f"results.dir={results_dir}"],
+        env=slurm_env,
+    )
+    assert run.proc.returncode == 2, run.output
+    (line,) = run.proc.stderr.strip().splitlines()
+    assert line.startswith("error: sbatch refused ") and "job.sbatch" in line and "partition" in line.lower()
+    too_many = run_cmd(
+        ["harness", "slurm", "submit", "bench", "all_reduce", "slurm.nodes=9", f"results.dir={results_dir}"],
+        env=slurm_env,
+    )
+    assert too_many.proc.returncode == 2 and "sbatch refused" in too_many.proc.stderr
+
+
+def test_a_crashing_job_is_reported_failed(results_dir: Path, slurm_env: dict[str, str]) -> None:
+    run = run_cmd(
+        [
+            "harness",
+            "slurm",
+            "submit",
+            "bench",
+            "all_reduce",
+            "bench=quick",
+            "slurm.ntasks_per_node=2",
+            "debug.fault=raise",
+            "debug.fault_rank=1",
+            "slurm.wait=true",
+            "slurm.poll_s=0.5",
+            f"results.dir={results_dir}",
+        ],
+        env=slurm_env,
+        timeout=300,
+    )
+    assert run.proc.returncode == 1, run.output
+    assert "run status failed" in run.proc.stdout and "rank 1: RuntimeError: injected fault" in run.proc.stdout
+    assert "last lines of" in run.proc.stdout  # the log's tail
+
+
+def test_train_job_requeues_and_resumes_after_usr1(
+    results_dir: Path, slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    reference = run_cmd(
+        [
+            "harness",
+            "train",
+            "engine=ddp",
+            "train.steps=40",
+            "launch.nproc=2",
+            "train.seq_len=32",
+            f"results.dir={tmp_path}/ref",
+            f"train.ckpt_dir={tmp_path}/ck-ref",
+        ],
+        timeout=300,
+    )
+    assert reference.proc.returncode == 0, reference.output
+    run = run_cmd(
+        [
+            "harness",
+            "slurm",
+            "submit",
+            "train",
+            "engine=ddp",
+            "train.steps=40",
+            "train.seq_len=32",
+            "slurm.ntasks_per_node=2",
+            f"train.ckpt_dir={tmp_path}/ck",
+            f"results.dir={results_dir}",
+        ],
+        env=slurm_env,
+    )
+    assert run.proc.returncode == 0, run.output
+    job_id = json.loads((run.run_dir / "submission.json").read_text())["job_id"]
+    rows = run.run_dir / "rows.jsonl"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and (not rows.exists() or len(rows.read_text().splitlines()) < 5):
+        time.sleep(0.3)
+    subprocess.run(["scancel", "--signal=USR1", "-b", job_id], check=True, env=slurm_env)
+    # The requeued job starts after Slurm's requeue delay (about two minutes), then resumes.
+    deadline = time.monotonic() + 300
+    finished = None
+    while time.monotonic() < deadline and finished is None:  # the requeued job writes a second run
+        for manifest in results_dir.glob("*/manifest.json"):
+            data = json.loads(manifest.read_text())
+            if data["status"] == "ok" and data.get("train", {}).get("resumed_from_step", 0) > 0:
+                finished = manifest.parent
+        time.sleep(0.5)
+    assert finished is not None, (run.run_dir / f"slurm-{job_id}.out").read_text()[-3000:]
+    first = json.loads((run.run_dir / "manifest.json").read_text())
+    assert first["status"] == "interrupted" and first["error"].startswith("preempted")
+
+    def losses(path: Path) -> list[float]:
+        return [
+            json.loads(line)["loss"]
+            for line in (path / "rows.jsonl").read_text().splitlines()
+            if json.loads(line)["bench"] == "train"
+        ]
+
+    assert losses(run.run_dir) + losses(finished) == losses(reference.run_dir)
+
+
+def test_hostlists_agree_with_scontrol(slurm_env: dict[str, str]) -> None:
+    for hostlist in ("n[1-3,7]", "gpu-a[01-02],gpu-b05"):
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", hostlist], capture_output=True, text=True, env=slurm_env, check=True
+        ).stdout.split()
+        assert expand_hostlist(hostlist) == out
