@@ -177,12 +177,21 @@ def _slurm(args: list[str]) -> int:
         task, rest = args[1], args[2:]
         overrides, flags = _split(task, rest)
         if flags:
-            raise ConfigError("harness slurm submit runs one job; for a sweep use -m hydra/launcher=submitit_slurm")
-        job = prepare(overrides)
+            raise ConfigError("harness slurm submit takes no -m: a sweep becomes a job array with slurm.array=true")
+        jobs = expand_sweep(overrides)
+        for job_overrides in jobs:  # every element valid before anything is submitted
+            job = prepare(job_overrides)
         # The job gets the user's arguments as argv; slurm.* is spent here, results.dir comes from
         # the script (HARNESS_RESULTS, set to this results.dir).
         job_args = [a for a in rest if not a.startswith(("slurm.", "results.dir="))]
-        return slurm.submit(job.cfg, job_args)
+        if not job.cfg.slurm.array:
+            if len(jobs) > 1:
+                raise ConfigError(f"the overrides make a sweep of {len(jobs)} jobs; add slurm.array=true")
+            return slurm.submit(job.cfg, job_args)
+        names = [a for a in job_args if "=" not in a]
+        elements = [names + [o for o in j if not o.startswith(("task=", "bench.names=", "slurm.", "results.dir="))]
+                    for j in jobs]  # fmt: skip
+        return slurm.submit(job.cfg, job_args, elements)
     if len(args) < 2:
         raise ConfigError(SLURM_USAGE)
     results_dir = next((a.split("=", 1)[1] for a in args[2:] if a.startswith("results.dir=")), "results")

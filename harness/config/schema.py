@@ -220,6 +220,8 @@ class SlurmConfig:
     """Further sbatch options, one '--option=value' each."""
     wait: bool = False
     """Follow the job until it ends, then print its summary."""
+    array: bool = False
+    """Submit a sweep (comma lists in the overrides) as one job array, one run directory per element."""
     poll_s: float = 2.0
     """Seconds between status polls while waiting."""
 

@@ -33,9 +33,13 @@ def options(cfg: RunConfig) -> SlurmOptions:
                         s.time, s.exclude, tuple(s.extra))  # fmt: skip
 
 
-def submit(cfg: RunConfig, job_args: list[str]) -> int:
-    """Render, save, submit; with slurm.wait, follow the job to its end."""
-    script = render(cfg.task, options(cfg))
+def submit(cfg: RunConfig, job_args: list[str], elements: list[list[str]] | None = None) -> int:
+    """Render, save, submit; with slurm.wait, follow the job to its end. `elements`: the argv of
+    each element of a job array (slurm.array=true)."""
+    opts = options(cfg)
+    if elements:
+        opts = SlurmOptions(**{**opts.__dict__, "extra": (*opts.extra, f"--array=0-{len(elements) - 1}")})
+    script = render(cfg.task, opts)
     results = Path(cfg.results.dir).resolve()
     run_id = new_run_id(cfg.task)
     run_dir = results / run_id
@@ -45,6 +49,11 @@ def submit(cfg: RunConfig, job_args: list[str]) -> int:
     # Through the environment (sbatch --export=ALL), not --export=K=V: a comma in a path would split it.
     env = {**os.environ, "HARNESS_RUN_ID": run_id, "HARNESS_RESULTS": str(results), "HARNESS_VENV": sys.prefix,
            "HARNESS_REPO": str(Path(__file__).resolve().parents[2])}  # fmt: skip
+    for index, argv in enumerate(elements or []):
+        # NUL-separated: the script reads them back with mapfile, no shell parsing of any value
+        write_atomic(run_dir / f"args-{index}", "".join(f"{arg}\0" for arg in argv))
+    if elements:
+        env["HARNESS_ARRAY_DIR"] = str(run_dir)
     cmd = ["sbatch", "--parsable", "--export=ALL", f"--output={run_dir}/slurm-%j.out", str(script_path), *job_args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     if done.returncode != 0:
@@ -53,8 +62,9 @@ def submit(cfg: RunConfig, job_args: list[str]) -> int:
         display.error_line(f"sbatch refused {script_path}: {reason}")
         return EXIT_BAD_INPUT
     job_id = done.stdout.strip().split(";")[0]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     record = {"job_id": job_id, "task": cfg.task, "argv": job_args, "script": str(script_path),
-              "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+              "elements": elements or [], "submitted_at": stamp}  # fmt: skip
     write_atomic(run_dir / SUBMISSION, json.dumps(record, indent=2))
     display.console.print(f"submitted job {job_id}: {script_path}")
     if not cfg.slurm.wait:
@@ -64,12 +74,15 @@ def submit(cfg: RunConfig, job_args: list[str]) -> int:
 
 
 def job_state(job_id: str) -> str:
-    """Slurm's state of the job (PENDING, RUNNING, COMPLETED, FAILED, ...), or UNKNOWN."""
+    """Slurm's state of the job (PENDING, RUNNING, COMPLETED, FAILED, ...), or UNKNOWN. For an
+    array: RUNNING while any element is not final, else the worst final state."""
     out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30).stdout
-    for field in out.split():
-        if field.startswith("JobState="):
-            return field.split("=", 1)[1]
-    return "UNKNOWN"
+    states = [f.split("=", 1)[1] for f in out.split() if f.startswith("JobState=")]
+    if not states:
+        return "UNKNOWN"
+    if any(state not in FINAL for state in states):
+        return next(state for state in states if state not in FINAL)
+    return next((state for state in states if state != "COMPLETED"), "COMPLETED")
 
 
 def follow(job_id: str, run_dir: Path, poll_s: float) -> int:
@@ -97,8 +110,41 @@ def find_run(job_or_dir: str, results_dir: str) -> Path:
     raise ConfigError(f"no run of job {job_or_dir!r} under {results_dir!r}; give the run directory instead")
 
 
+def array_runs(run_dir: Path, job_id: str) -> list[tuple[int, Path | None]]:
+    """(element, its run directory or None) for every element of an array job."""
+    submission = json.loads((run_dir / SUBMISSION).read_text())
+    found: dict[int, Path] = {}
+    for manifest in run_dir.parent.glob("*/manifest.json"):
+        env = json.loads(manifest.read_text()).get("env", {})
+        if env.get("SLURM_ARRAY_JOB_ID") == job_id and env.get("SLURM_ARRAY_TASK_ID", "").isdigit():
+            found[int(env["SLURM_ARRAY_TASK_ID"])] = manifest.parent
+    return [(i, found.get(i)) for i in range(len(submission["elements"]))]
+
+
+def show_array(run_dir: Path, job_id: str, state: str) -> int:
+    """The sweep summary: every element's arguments, status and headline figure."""
+    submission = json.loads((run_dir / SUBMISSION).read_text())
+    display.console.print(f"array job {job_id}: {state}")
+    failed = 0
+    for index, element_dir in array_runs(run_dir, job_id):
+        manifest = json.loads((element_dir / "manifest.json").read_text()) if element_dir else {}
+        status = manifest.get("status", "missing")
+        failed += status != "ok"
+        headline = next(iter((manifest.get("summary") or {}).items()), None)
+        figure = f"{headline[0]} {json.dumps(headline[1])[:120]}" if headline else "-"
+        args = " ".join(submission["elements"][index])
+        display.console.print(f"  [{index}] {status:<11} {args}  {figure}  {element_dir or ''}", markup=False)
+    display.console.print(f"results: {run_dir}")
+    return EXIT_OK if not failed else EXIT_FAILED
+
+
 def show(run_dir: Path, state: str) -> int:
     """The record's status, summary and, for a failed job, where and why (the log's tail)."""
+    submission_path = run_dir / SUBMISSION
+    if submission_path.exists():
+        submission = json.loads(submission_path.read_text())
+        if submission.get("elements"):
+            return show_array(run_dir, submission["job_id"], state)
     manifest_path = run_dir / "manifest.json"
     manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     status = manifest.get("status", "missing")

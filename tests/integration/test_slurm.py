@@ -245,3 +245,43 @@ def test_hostlists_agree_with_scontrol(slurm_env: dict[str, str]) -> None:
             ["scontrol", "show", "hostnames", hostlist], capture_output=True, text=True, env=slurm_env, check=True
         ).stdout.split()
         assert expand_hostlist(hostlist) == out
+
+
+def test_a_sweep_as_one_job_array(results_dir: Path, slurm_env: dict[str, str]) -> None:
+    run = run_cmd(
+        ["harness", "slurm", "submit", "bench", "all_reduce", "bench=quick", "bench.max_bytes=64",
+         "bench.dtype=float32,bfloat16,int32", "slurm.array=true", "slurm.ntasks_per_node=2", "slurm.wait=true",
+         "slurm.poll_s=0.5", f"results.dir={results_dir}"],
+        env=slurm_env, timeout=300,
+    )  # fmt: skip
+    assert run.proc.returncode == 0, run.output
+    submission = json.loads((run.run_dir / "submission.json").read_text())
+    assert [e[-1] for e in submission["elements"]] == [
+        "bench.dtype=float32",
+        "bench.dtype=bfloat16",
+        "bench.dtype=int32",
+    ]
+    assert "#SBATCH --array=0-2" in (run.run_dir / "job.sbatch").read_text()
+    for index, dtype in enumerate(("float32", "bfloat16", "int32")):
+        line = next(x for x in run.proc.stdout.splitlines() if x.strip().startswith(f"[{index}]"))
+        assert " ok " in line and f"bench.dtype={dtype}" in line and "all_reduce" in line
+    runs = [p for p in results_dir.iterdir() if (p / "manifest.json").exists()]
+    dtypes = set()
+    for path in runs:
+        dtypes |= {json.loads(x)["dtype"] for x in (path / "rows.jsonl").read_text().splitlines()}
+    assert len(runs) == 3 and dtypes == {"float32", "bfloat16", "int32"}  # one run directory per element
+
+
+def test_hydra_multirun_through_submitit(results_dir: Path, slurm_env: dict[str, str]) -> None:
+    run = run_cmd(
+        ["harness", "bench", "all_reduce", "bench=quick", "bench.max_bytes=64", "bench.dtype=float32,bfloat16", "-m",
+         "hydra/launcher=submitit_slurm", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=5",
+         f"results.dir={results_dir}"],
+        env=slurm_env, timeout=300,
+    )  # fmt: skip
+    assert run.proc.returncode == 0, run.output
+    runs = [p for p in results_dir.iterdir() if (p / "manifest.json").exists()]
+    assert len(runs) == 2
+    for path in runs:
+        manifest = json.loads((path / "manifest.json").read_text())
+        assert manifest["status"] == "ok" and manifest["launcher"] == "slurm" and manifest["world_size"] == 2
