@@ -246,6 +246,8 @@ class DistContext:
     launch: LaunchEnv
     device: Any  # torch.device
     backend: str
+    rendezvous: str = "env"
+    """How the ranks found rank 0: env (the launcher's variables) or mpi4py."""
 
     @property
     def rank(self) -> int:
@@ -260,14 +262,18 @@ class DistContext:
         return self.launch.rank == 0
 
 
-def init(launch: LaunchEnv, device_type: str, timeout_s: int) -> DistContext:
+def init(launch: LaunchEnv, device_type: str, timeout_s: int, bootstrap: str = "auto") -> DistContext:
     """Join the process group: NCCL on CUDA, gloo on CPU. Rendezvous through env:// so that
-    torchrun's agent store is reused and every other launcher looks the same to torch."""
+    torchrun's agent store is reused and every other launcher looks the same to torch.
+    bootstrap='mpi' takes rank 0's address from mpi4py under any launcher that starts MPI ranks
+    (srun --mpi=pmi2/pmix); the launcher recorded stays the one that started the ranks."""
     import torch
     import torch.distributed as dist
 
-    if launch.launcher == "mpi":
+    rendezvous = "env"
+    if launch.launcher == "mpi" or (bootstrap == "mpi" and launch.launcher == "slurm"):
         launch = _mpi_bootstrap(launch)
+        rendezvous = "mpi4py"
     elif launch.launcher == "slurm" and launch.master_addr:
         launch = replace(launch, master_addr=resolve_host(launch.master_addr))
     os.environ.update(
@@ -299,7 +305,7 @@ def init(launch: LaunchEnv, device_type: str, timeout_s: int) -> DistContext:
         timeout=timedelta(seconds=timeout_s),
         **kwargs,
     )
-    return DistContext(launch, device, backend)
+    return DistContext(launch, device, backend, rendezvous)
 
 
 @dataclass

@@ -80,7 +80,7 @@ def run_task(cfg: RunConfig, launch: dist.LaunchEnv, device_type: str) -> int:
     outcome = Outcome()
     crashed = False
     try:
-        ctx = dist.init(launch, device_type, cfg.launch.timeout_s)
+        ctx = dist.init(launch, device_type, cfg.launch.timeout_s, cfg.launch.bootstrap)
         if ctx.is_root:
             record = RunRecord.create(
                 cfg.results.dir, task=cfg.task, config=task_config(cfg), launcher=ctx.launch.launcher,
@@ -89,7 +89,7 @@ def run_task(cfg: RunConfig, launch: dist.LaunchEnv, device_type: str) -> int:
         info = {"rank": ctx.rank, "local_rank": ctx.launch.local_rank, "host": dist.host_name()}
         infos = dist.gather_objects(ctx, {**info, **devices.describe(ctx.device)})
         if record and infos:
-            record.update(hosts=sorted({i["host"] for i in infos}), devices=infos)
+            record.update(hosts=sorted({i["host"] for i in infos}), devices=infos, rendezvous=ctx.rendezvous)
         outcome = bodies[cfg.task](cfg, ctx, record)
     except BaseException as exc:  # every way a rank can end is recorded
         crashed = True

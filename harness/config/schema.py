@@ -21,6 +21,9 @@ class LaunchConfig:
     """Ranks to start on this machine: a number, or 'auto' (one per GPU; 2 on a CPU-only machine)."""
     timeout_s: int = 600
     """Seconds a collective may wait for its peers before the run fails (process-group timeout)."""
+    bootstrap: str = "auto"
+    """How ranks find rank 0: auto (mpi4py under mpiexec, the launcher's variables otherwise) or
+    mpi (rank 0 broadcasts its address over mpi4py, e.g. under srun --mpi=pmi2 or pmix)."""
 
 
 @dataclass

@@ -179,6 +179,8 @@ def validate_common(cfg: RunConfig) -> None:
     if cfg.debug.fault not in FAULTS:
         raise ConfigError(f"debug.fault={cfg.debug.fault!r}; choices: {', '.join(FAULTS)}")
     _int_at_least("launch.timeout_s", cfg.launch.timeout_s, 1)
+    if cfg.launch.bootstrap not in ("auto", "mpi"):
+        raise ConfigError(f"launch.bootstrap={cfg.launch.bootstrap!r}; choices: auto, mpi")
     _int_at_least("telemetry.interval_ms", cfg.telemetry.interval_ms, 1)
     if not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**31:
         raise ConfigError(f"seed={cfg.seed!r} must be a whole number from 0 to 2^31 - 1")

@@ -285,3 +285,18 @@ def test_hydra_multirun_through_submitit(results_dir: Path, slurm_env: dict[str,
     for path in runs:
         manifest = json.loads((path / "manifest.json").read_text())
         assert manifest["status"] == "ok" and manifest["launcher"] == "slurm" and manifest["world_size"] == 2
+
+
+@pytest.mark.mpi
+def test_srun_pmi2_with_the_mpi4py_bootstrap(results_dir: Path, slurm_env: dict[str, str]) -> None:
+    run = run_cmd(
+        ["srun", "--mpi=pmi2", "-N", "2", "-n", "2", "harness", "bench", "all_reduce", "bench=quick",
+         "launch.bootstrap=mpi", f"results.dir={results_dir}"],
+        env=slurm_env, timeout=300,
+    )  # fmt: skip
+    assert run.proc.returncode == 0, run.output
+    manifest = run.manifest
+    assert manifest["status"] == "ok" and manifest["launcher"] == "slurm" and manifest["rendezvous"] == "mpi4py"
+    assert manifest["hosts"] == ["n1", "n2"] and manifest["world_size"] == 2
+    assert manifest["versions"]["mpi"].startswith("MPICH")
+    assert all(r["wrong"] == 0 for r in run.rows)

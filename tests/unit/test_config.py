@@ -75,6 +75,7 @@ def test_plan_counts_cases() -> None:
         (["bench.hpl_n=[0]"], "bench.hpl_n: 0 is not a positive whole number"),
         (["bench.array_bytes=lots"], "bench.array_bytes: 'lots' is not a size"),
         (["telemetry.interval_ms=0"], "telemetry.interval_ms=0 must be a whole number >= 1"),
+        (["launch.bootstrap=pmix"], "launch.bootstrap='pmix'; choices: auto, mpi"),
     ],
 )
 def test_bad_input_is_one_clear_line(overrides: list[str], message: str) -> None:
