@@ -11,9 +11,16 @@ from pathlib import Path
 import pytest
 
 from harness.dist import expand_hostlist
-from tests.conftest import ROOT, run_cmd
+from tests.conftest import ROOT, Run, run_cmd
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
+
+
+def submit(results_dir: Path | str, env: dict[str, str], *args: str, wait: bool = True) -> Run:
+    """`harness slurm submit ARGS results.dir=...`, following the job when `wait`."""
+    follow = ["slurm.wait=true", "slurm.poll_s=0.5"] if wait else []
+    cmd = ["harness", "slurm", "submit", *args, *follow, f"results.dir={results_dir}"]
+    return run_cmd(cmd, env=env, timeout=300)
 
 
 def wait_job(job_id: str, env: dict[str, str], timeout: float = 240) -> str:
@@ -38,25 +45,8 @@ def check_four_ranks_on_two_nodes(run_dir: Path) -> None:
 
 
 def test_harness_slurm_submit_two_nodes_and_wait(results_dir: Path, slurm_env: dict[str, str]) -> None:
-    run = run_cmd(
-        [
-            "harness",
-            "slurm",
-            "submit",
-            "bench",
-            "all_reduce",
-            "bench=quick",
-            "bench.max_bytes=1K",
-            "slurm.nodes=2",
-            "slurm.ntasks_per_node=2",
-            "slurm.job_name=ar-2x2",
-            "slurm.wait=true",
-            "slurm.poll_s=0.5",
-            f"results.dir={results_dir}",
-        ],
-        env=slurm_env,
-        timeout=300,
-    )
+    run = submit(results_dir, slurm_env, "bench", "all_reduce", "bench=quick", "bench.max_bytes=1K", "slurm.nodes=2",
+                 "slurm.ntasks_per_node=2", "slurm.job_name=ar-2x2")  # fmt: skip
     assert run.proc.returncode == 0, run.output
     assert "submitted job" in run.proc.stdout and "slurm state COMPLETED; run status ok" in run.proc.stdout
     check_four_ranks_on_two_nodes(run.run_dir)
@@ -102,75 +92,35 @@ def test_sbatch_template_directly(results_dir: Path, slurm_env: dict[str, str]) 
 
 def test_hostile_values_never_run(results_dir: Path, slurm_env: dict[str, str], tmp_path: Path) -> None:
     canary = tmp_path / "pwned"
-    bad = run_cmd(
-        [
-            "harness",
-            "slurm",
-            "submit",
-            "bench",
-            "all_reduce",
-            f"slurm.job_name=x;touch {canary}",
-            f"results.dir={results_dir}",
-        ],
-        env=slurm_env,
-    )
+    bad = submit(results_dir, slurm_env, "bench", "all_reduce", f"slurm.job_name=x;touch {canary}", wait=False)
     assert bad.proc.returncode == 2 and "slurm.job_name=" in bad.proc.stderr
     # A value that is valid for the harness but hostile to a shell goes to the job as argv, untouched.
     weird = tmp_path / f"r$(touch {canary})"
-    run = run_cmd(
-        [
-            "harness",
-            "slurm",
-            "submit",
-            "bench",
-            "all_reduce",
-            "bench=quick",
-            "bench.max_bytes=64",
-            "slurm.wait=true",
-            "slurm.poll_s=0.5",
-            f"results.dir='{weird}'",  # quoted for Hydra; no shell ever parses it
-        ],
-        env=slurm_env,
-        timeout=300,
-    )
+    run = submit(f"'{weird}'", slurm_env, "bench", "all_reduce", "bench=quick", "bench.max_bytes=64")
     assert run.proc.returncode == 0, run.output
     assert not canary.exists()
     assert run.run_dir.parent == weird  # the odd folder name was taken literally
 
 
 def test_sbatch_rejection_is_one_line(results_dir: Path, slurm_env: dict[str, str]) -> None:
-    run = run_cmd(
-        ["harness", "slurm", "submit", "bench", "all_reduce", "slurm.partition=nosuch", f"results.dir={results_dir}"],
-        env=slurm_env,
-    )
+    run = submit(results_dir, slurm_env, "bench", "all_reduce", "slurm.partition=nosuch", wait=False)
     assert run.proc.returncode == 2, run.output
     (line,) = run.proc.stderr.strip().splitlines()
     assert line.startswith("error: sbatch refused ") and "job.sbatch" in line and "partition" in line.lower()
-    too_many = run_cmd(
-        ["harness", "slurm", "submit", "bench", "all_reduce", "slurm.nodes=9", f"results.dir={results_dir}"],
-        env=slurm_env,
-    )
+    too_many = submit(results_dir, slurm_env, "bench", "all_reduce", "slurm.nodes=9", wait=False)
     assert too_many.proc.returncode == 2 and "sbatch refused" in too_many.proc.stderr
 
 
 def test_a_crashing_job_is_reported_failed(results_dir: Path, slurm_env: dict[str, str]) -> None:
-    run = run_cmd(
-        [
-            "harness",
-            "slurm",
-            "submit",
-            "bench",
-            "all_reduce",
-            "bench=quick",
-            "slurm.ntasks_per_node=2",
-            "debug.fault=raise",
-            "debug.fault_rank=1",
-            "slurm.wait=true",
-            "slurm.poll_s=0.5",
-            f"results.dir={results_dir}",
-        ],
-        env=slurm_env,
-        timeout=300,
+    run = submit(
+        results_dir,
+        slurm_env,
+        "bench",
+        "all_reduce",
+        "bench=quick",
+        "slurm.ntasks_per_node=2",
+        "debug.fault=raise",
+        "debug.fault_rank=1",
     )
     assert run.proc.returncode == 1, run.output
     assert "run status failed" in run.proc.stdout and "rank 1: RuntimeError: injected fault" in run.proc.stdout
@@ -194,20 +144,16 @@ def test_train_job_requeues_and_resumes_after_usr1(
         timeout=300,
     )
     assert reference.proc.returncode == 0, reference.output
-    run = run_cmd(
-        [
-            "harness",
-            "slurm",
-            "submit",
-            "train",
-            "engine=ddp",
-            "train.steps=40",
-            "train.seq_len=32",
-            "slurm.ntasks_per_node=2",
-            f"train.ckpt_dir={tmp_path}/ck",
-            f"results.dir={results_dir}",
-        ],
-        env=slurm_env,
+    run = submit(
+        results_dir,
+        slurm_env,
+        "train",
+        "engine=ddp",
+        "train.steps=40",
+        "train.seq_len=32",
+        "slurm.ntasks_per_node=2",
+        f"train.ckpt_dir={tmp_path}/ck",
+        wait=False,
     )
     assert run.proc.returncode == 0, run.output
     job_id = json.loads((run.run_dir / "submission.json").read_text())["job_id"]
@@ -248,12 +194,17 @@ def test_hostlists_agree_with_scontrol(slurm_env: dict[str, str]) -> None:
 
 
 def test_a_sweep_as_one_job_array(results_dir: Path, slurm_env: dict[str, str]) -> None:
-    run = run_cmd(
-        ["harness", "slurm", "submit", "bench", "all_reduce", "bench=quick", "bench.max_bytes=64",
-         "bench.dtype=float32,bfloat16,int32", "slurm.array=true", "slurm.ntasks_per_node=2", "slurm.wait=true",
-         "slurm.poll_s=0.5", f"results.dir={results_dir}"],
-        env=slurm_env, timeout=300,
-    )  # fmt: skip
+    run = submit(
+        results_dir,
+        slurm_env,
+        "bench",
+        "all_reduce",
+        "bench=quick",
+        "bench.max_bytes=64",
+        "bench.dtype=float32,bfloat16,int32",
+        "slurm.array=true",
+        "slurm.ntasks_per_node=2",
+    )
     assert run.proc.returncode == 0, run.output
     submission = json.loads((run.run_dir / "submission.json").read_text())
     assert [e[-1] for e in submission["elements"]] == [
