@@ -10,6 +10,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+# The kernel tests run the Triton kernels in Triton's CPU interpreter, which Triton reads when
+# a kernel is defined: set it before anything imports `kernels` (the model does). Child
+# processes started by the tests get a clean environment (harness_env) unless they ask.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest
 
 from harness.results import validate_manifest, validate_row
@@ -71,6 +76,7 @@ def harness_env(**extra: str) -> dict[str, str]:
             "MASTER_ADDR",
             "MASTER_PORT",
             "TORCHELASTIC_RUN_ID",
+            "TRITON_INTERPRET",
         ):
             env.pop(key)
     env.update(extra)

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from harness.bench import gemm, host_link, hpl, memory
+from harness.bench import gemm, host_link, hpl, kernel_ops, memory
 from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
 from harness.bench.collectives import OPS
 from harness.errors import ConfigError
 
 BENCHMARKS: dict[str, Benchmark] = {
-    b.name: b for b in (gemm.BENCHMARK, memory.BENCHMARK, host_link.BENCHMARK, hpl.BENCHMARK, *OPS)
+    b.name: b
+    for b in (gemm.BENCHMARK, memory.BENCHMARK, host_link.BENCHMARK, hpl.BENCHMARK, kernel_ops.BENCHMARK, *OPS)
 }
 ALIASES: dict[str, tuple[str, ...]] = {
     "collectives": tuple(op.name for op in OPS),

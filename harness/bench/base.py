@@ -42,6 +42,14 @@ class BenchSpec:
     """Bytes per array of the memory benchmark; None: the device's default."""
     hpl_n: tuple[int, ...] | None = None
     """Orders of the HPL solves; None: the device's default."""
+    kernel_ops: tuple[str, ...] | None = None
+    """Ops of the kernels benchmark; None: all."""
+    kernel_impls: tuple[str, ...] | None = None
+    """eager, compile, fused; None: all that apply on the device."""
+    kernel_models: tuple[str, ...] | None = None
+    """Model presets giving the kernels' sizes; None: the device's default."""
+    kernel_tokens: int | None = None
+    """Tokens per kernel call; None: the device's default."""
 
 
 @dataclass

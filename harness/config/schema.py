@@ -75,6 +75,16 @@ class BenchConfig:
     """Bytes per array of the memory benchmark; null: 1 GiB on GPU, 4x the last-level cache on CPU."""
     hpl_n: Any = None
     """Orders N of the HPL solves (list); null: 8192,16384 on GPU, 1024,2048 on CPU."""
+    kernel_ops: Any = None
+    """Ops of the kernels benchmark (list): rms_norm, swiglu, rope, fused_linear_cross_entropy; null: all."""
+    kernel_impls: Any = None
+    """Implementations the kernels benchmark times (list): eager, compile, fused; null: all that
+    apply (fused needs a CUDA device)."""
+    kernel_models: Any = None
+    """Model presets (configs/model) whose sizes the kernels run at; null: llama3-1b, llama3-8b,
+    llama3-70b on GPU, small on CPU."""
+    kernel_tokens: Any = None
+    """Tokens per kernel call (rows of the activations); null: 16384 on GPU (4 x 4096), 256 on CPU."""
 
 
 @dataclass
@@ -110,7 +120,9 @@ class ModelConfig:
     tied_embeddings: bool = False
     """Share the token embedding with the output projection."""
     fused_kernels: bool = False
-    """Use the fused Triton kernels (reserved: today the same PyTorch code runs)."""
+    """Run RMSNorm, SwiGLU, RoPE and the output projection + cross-entropy through the fused ops
+    of `kernels/` (Triton on CUDA, or under TRITON_INTERPRET=1; their PyTorch fallback elsewhere).
+    The manifest's train.fused_kernels says which path ran: triton, torch or off."""
 
 
 @dataclass

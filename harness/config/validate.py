@@ -11,6 +11,7 @@ from typing import Any
 
 from harness import units
 from harness.bench.base import BenchSpec
+from harness.config.compose import group_options
 from harness.config.schema import BenchConfig, RunConfig
 from harness.devices import DTYPES, gpu_count
 from harness.errors import ConfigError
@@ -152,7 +153,32 @@ def bench_spec(bench: BenchConfig, seed: int) -> BenchSpec:
         in_place=_in_place(bench.in_place),
         array_bytes=_positive_size("bench.array_bytes", bench.array_bytes),
         hpl_n=tuple(_sizes("bench.hpl_n", bench.hpl_n)) if bench.hpl_n is not None else None,
+        **_kernel_options(bench),
     )
+
+
+def _choices(key: str, value: Any, choices: tuple[str, ...] | list[str]) -> tuple[str, ...] | None:
+    items = _as_list(value)
+    if items is None:
+        return None
+    if not items:
+        raise ConfigError(f"{key} is empty; choices: {', '.join(choices)} (or null for the default)")
+    for item in items:
+        if item not in choices:
+            raise ConfigError(f"{key}: unknown {item!r}; choices: {', '.join(choices)}")
+    return tuple(dict.fromkeys(items))
+
+
+def _kernel_options(bench: BenchConfig) -> dict[str, Any]:
+    from harness.bench.kernel_ops import IMPLS, OPS
+
+    tokens = bench.kernel_tokens
+    return {
+        "kernel_ops": _choices("bench.kernel_ops", bench.kernel_ops, OPS),
+        "kernel_impls": _choices("bench.kernel_impls", bench.kernel_impls, IMPLS),
+        "kernel_models": _choices("bench.kernel_models", bench.kernel_models, group_options("model")),
+        "kernel_tokens": None if tokens is None else _int_at_least("bench.kernel_tokens", tokens, 1),
+    }
 
 
 def _all_shapes(bench: BenchConfig) -> tuple[tuple[int, int, int], ...] | None:

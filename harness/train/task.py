@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+import kernels
 from harness import devices, display
 from harness.config.schema import RunConfig
 from harness.dist import DistContext
@@ -127,7 +128,9 @@ def run(cfg: RunConfig, ctx: DistContext, record: RunRecord | None) -> Outcome:
     if t.deterministic:
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(t.seed)  # identical initial weights on every rank
-    model = Transformer(shape, activation_checkpointing=t.activation_checkpointing)
+    fused = cfg.model.fused_kernels
+    model = Transformer(shape, activation_checkpointing=t.activation_checkpointing, fused=fused)
+    kernel_path = kernels.path_for(torch.empty(0, device=ctx.device)) if fused else None
     engine = build_engine(model, t, cfg.engine, ctx.device, micro_batch=t.micro_batch, accumulation=accumulation)
     spec = BatchSpec(t.micro_batch, t.seq_len, shape.vocab_size, t.seed)
     data = SyntheticData(spec) if cfg.data.kind == "synthetic" else TokenFileData(spec, cfg.data.path, cfg.data.dtype)
@@ -147,8 +150,11 @@ def run(cfg: RunConfig, ctx: DistContext, record: RunRecord | None) -> Outcome:
             "n_params": params.total, "n_params_embedding": params.embedding, "flops_per_token": fpt,
             "tokens_per_step": tokens_per_step, "accumulation_steps": accumulation, "resumed_from_step": start,
             "peak_tflops": peak, "mfu_convention": "PaLM/torchtitan: 6(N - N_embedding) + 12 L H Q T per token",
-            "deterministic": t.deterministic, "seed": t.seed,
+            "deterministic": t.deterministic, "seed": t.seed, "fused_kernels": kernel_path or "off",
         })  # fmt: skip
+        if kernel_path == "torch":
+            display.note("model.fused_kernels=true: Triton does not run here, so the fused ops run their PyTorch "
+                         "fallback (set TRITON_INTERPRET=1 for the Triton interpreter)")  # fmt: skip
         if getattr(engine, "config", None):
             record.add_file("deepspeed_config.json", __import__("json").dumps(engine.config, indent=2).encode())
         if peak is None:

@@ -154,3 +154,23 @@ def test_dry_run_of_a_large_model(tmp_path: Path) -> None:
     assert row["flops_per_step"] == row["flops_per_token"] * 1024 * 8192
     assert row["memory_weights_bytes"] == 2 * row["n_params"] // 1024
     assert "memory per device: total" in run.proc.stdout
+
+
+@pytest.mark.parametrize(
+    "name,interpret,path",
+    [("ddp", "1", "triton"), ("zero3", "0", "torch")],
+    ids=["ddp-triton-interpreter", "zero3-torch-fallback"],
+)
+def test_fused_kernels_match_the_unfused_model(
+    runs: dict[str, Run], tmp_path: Path, name: str, interpret: str, path: str
+) -> None:
+    """model.fused_kernels=true: the same losses as the unfused model within float32 rounding,
+    through the Triton kernels (interpreter) or their PyTorch fallback; ZeRO-3 still gathers the
+    output weight for the fused loss (the head is called as a module)."""
+    env = harness_env(TRITON_INTERPRET=interpret)
+    run = run_cmd(["harness", "train", *COMMON, *ENGINES[name], f"results.dir={tmp_path}/results",
+                   f"train.ckpt_dir={tmp_path}/ck", "model.fused_kernels=true"], timeout=300, env=env)  # fmt: skip
+    assert run.proc.returncode == 0, run.output
+    assert run.manifest["train"]["fused_kernels"] == path
+    assert losses(run) == pytest.approx(losses(runs[name]), rel=2e-5)
+    assert losses(run) != losses(runs[name]) or path == "torch"  # the kernels did run: not bit-identical

@@ -1,0 +1,123 @@
+"""One measured case of the `kernels` benchmark: the inputs of an op at a model's sizes, the call
+of one implementation (eager, compile, fused) in one mode (fwd, fwd_bwd), and its check against
+the float32 reference (`kernels.reference`) with autograd for the gradients."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+import kernels
+from harness.bench.kernel_ops import TOLERANCE, Dims, op_shapes
+from harness.devices import DTYPES
+from kernels import reference
+
+REFERENCE: dict[str, Callable] = {
+    "rms_norm": reference.rms_norm,
+    "swiglu": reference.swiglu,
+    "rope": reference.rope,
+    "fused_linear_cross_entropy": reference.linear_cross_entropy,
+}
+FUSED: dict[str, Callable] = {
+    "rms_norm": kernels.rms_norm,
+    "swiglu": kernels.swiglu,
+    "rope": kernels.rope,
+    "fused_linear_cross_entropy": kernels.fused_linear_cross_entropy,
+}
+
+
+@functools.cache
+def compiled(op: str) -> Callable:
+    """torch.compile of the reference, once per op and process (shapes recompile inside)."""
+    return torch.compile(REFERENCE[op], dynamic=False)
+
+
+@dataclass
+class OpCase:
+    """What the driver needs: the timed call, the untimed check and the tensor it checks."""
+
+    run: Callable[[], Any]
+    verify: Callable[[], dict[str, Any]]
+    output: torch.Tensor
+    reset: Callable[[], Any]
+
+
+def _inputs(op: str, dims: Dims, tokens: int, dtype: torch.dtype, device: torch.device, gen: torch.Generator):
+    """(differentiable inputs, other arguments) in float32 on the host, seeded."""
+    shapes = op_shapes(op, dims, tokens)
+    if op == "rms_norm":
+        return [torch.randn(shapes["x"], generator=gen), 1 + 0.1 * torch.randn(shapes["weight"], generator=gen)], []
+    if op == "swiglu":
+        return [2 * torch.randn(shapes["gate"], generator=gen), torch.randn(shapes["up"], generator=gen)], []
+    if op == "rope":
+        from harness.train.model import rope_tables
+
+        head_dim = shapes["q"][3]
+        cos, sin = rope_tables(head_dim, tokens, 500000.0)
+        return [torch.randn(shapes["q"], generator=gen), torch.randn(shapes["k"], generator=gen)], [cos, sin]
+    hidden = torch.randn(shapes["hidden"], generator=gen)
+    weight = torch.randn(shapes["weight"], generator=gen) / shapes["hidden"][1] ** 0.5
+    return [hidden, weight], [torch.randint(0, dims.vocab_size, (tokens,), generator=gen)]
+
+
+def _flat(result: Any) -> list[torch.Tensor]:
+    return list(result) if isinstance(result, tuple | list) else [result]
+
+
+def _rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    scale = expected.abs().max().clamp(min=1e-6)
+    return float((actual.float() - expected).abs().max() / scale)
+
+
+def build_case(case: dict, dims: Dims, device: torch.device, *, seed: int) -> OpCase:
+    """Allocate one case; the first run after `reset` keeps its results for `verify`."""
+    op, impl, mode = case["op"], case["impl"], case["mode"]
+    dtype = DTYPES[case["dtype"]][0]
+    gen = torch.Generator().manual_seed(seed)
+    leaves32, others = _inputs(op, dims, case["tokens"], dtype, device, gen)
+    backward = mode == "fwd_bwd"
+    args = [t.to(device, dtype).requires_grad_(backward) for t in leaves32]
+    others = [t.to(device) for t in others]
+    fn = {"eager": REFERENCE[op], "compile": compiled(op) if impl == "compile" else None, "fused": FUSED[op]}[impl]
+
+    # The float32 reference with its gradients, for the check.
+    ref_args = [t.to(device).requires_grad_(backward) for t in leaves32]
+    ref_out = _flat(REFERENCE[op](*ref_args, *others))
+    grads_out = [torch.randn(o.shape, generator=gen).to(device) if o.dim() else torch.ones((), device=device)
+                 for o in ref_out]  # fmt: skip
+    expected = [o.detach() for o in ref_out]
+    if backward:
+        expected += list(torch.autograd.grad(ref_out, ref_args, grads_out))
+    del ref_args, ref_out
+    grads_in = [g.to(dtype) for g in grads_out]
+    state: dict[str, Any] = {"capture": False, "results": None, "peak": None}
+    output = torch.empty(expected[0].shape, dtype=dtype, device=device)
+
+    def run() -> None:
+        if state["capture"] and device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+        outs = _flat(fn(*args, *others))
+        results = outs + (list(torch.autograd.grad(outs, args, grads_in)) if backward else [])
+        if state["capture"]:  # the checked run only: the timed ones keep nothing
+            state["capture"] = False
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                state["peak"] = torch.cuda.max_memory_allocated(device) - base
+            state["results"] = [r.detach() for r in results]
+            output.copy_(results[0].detach())
+
+    def reset() -> None:
+        state["capture"] = True
+
+    def verify() -> dict[str, Any]:
+        results = [output, *state["results"][1:]]  # `output` is what fault injection corrupts
+        error = max(_rel_error(r, e) for r, e in zip(results, expected, strict=True))
+        return {"max_rel_error": error, "passed": error <= TOLERANCE[case["dtype"]], "peak_mem_bytes": state["peak"]}
+
+    return OpCase(run, verify, output, reset)

@@ -1,0 +1,120 @@
+"""Fused RMSNorm: y = x · rstd · w with rstd = 1 / sqrt(mean(x²) + eps) over the last dimension.
+
+Forward: one program per row reads x once and writes y and rstd (float32, kept for backward).
+Backward: each program walks a contiguous range of rows, writes dx and keeps a float32 partial
+sum of dw in registers, so dw costs one (programs × hidden) reduction instead of an atomic per
+row. Accumulation is float32 whatever the input dtype.
+"""
+
+import torch
+
+from kernels import reference
+from kernels._common import (
+    KernelInputError,
+    check_dtype,
+    check_same,
+    mark,
+    num_warps,
+    programs,
+    tl,
+    triton,
+    use_triton,
+)
+
+MAX_HIDDEN = 65536  # one row must fit one block
+
+
+@triton.jit
+def _rms_norm_fwd(X, W, Y, RSTD, n_cols, eps, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    x = tl.load(X + row * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+    w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / n_cols + eps)
+    tl.store(RSTD + row, rstd)
+    tl.store(Y + row * n_cols + cols, (x * rstd * w).to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _rms_norm_bwd(DY, X, W, RSTD, DX, DW_PARTIAL, n_rows, n_cols, rows_per_program, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+    dw = tl.zeros((BLOCK,), dtype=tl.float32)
+    start = pid * rows_per_program
+    end = tl.minimum(start + rows_per_program, n_rows)
+    # Pointers advance row by row (64-bit pointer arithmetic: no int32 overflow on big tensors).
+    row_offset = start.to(tl.int64) * n_cols
+    X += row_offset
+    DY += row_offset
+    DX += row_offset
+    for row in range(start, end):
+        x = tl.load(X + cols, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + cols, mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + row)
+        x_hat = x * rstd
+        wdy = w * dy
+        # d/dx of x·rstd: rstd · (wdy − x̂ · mean(wdy · x̂))
+        c = tl.sum(wdy * x_hat, axis=0) / n_cols
+        tl.store(DX + cols, ((wdy - x_hat * c) * rstd).to(DX.dtype.element_ty), mask=mask)
+        dw += dy * x_hat
+        X += n_cols
+        DY += n_cols
+        DX += n_cols
+    tl.store(DW_PARTIAL + pid.to(tl.int64) * n_cols + cols, dw, mask=mask)
+
+
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        rows, cols = x2.shape
+        y = torch.empty_like(x2)
+        rstd = torch.empty(rows, dtype=torch.float32, device=x.device)
+        block = triton.next_power_of_2(cols)
+        if rows:
+            _rms_norm_fwd[(rows,)](x2, weight, y, rstd, cols, eps, BLOCK=block, num_warps=num_warps(block))
+        ctx.save_for_backward(x2, weight, rstd)
+        ctx.shape = shape
+        return y.view(shape)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        x2, weight, rstd = ctx.saved_tensors
+        rows, cols = x2.shape
+        dy2 = dy.reshape(rows, cols).contiguous()
+        dx = torch.empty_like(x2)
+        grid = programs(x2.device, rows)
+        partial = torch.zeros(grid, cols, dtype=torch.float32, device=x2.device)
+        block = triton.next_power_of_2(cols)
+        if rows:
+            per_program = triton.cdiv(rows, grid)
+            _rms_norm_bwd[(grid,)](
+                dy2, x2, weight, rstd, dx, partial, rows, cols, per_program, BLOCK=block, num_warps=num_warps(block)
+            )
+        return dx.view(ctx.shape), partial.sum(0).to(weight.dtype), None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """RMSNorm over the last dimension of x (any leading shape) with a weight of that size.
+
+    float32, bfloat16 or float16, the same for x and weight; float32 accumulation; the result
+    has x's dtype. Non-contiguous inputs are made contiguous (a copy). Gradients for x and weight.
+    """
+    check_dtype("rms_norm", "x", x)
+    check_same("rms_norm", x=x, weight=weight)
+    if weight.dim() != 1 or x.dim() == 0 or weight.shape[0] != x.shape[-1]:
+        raise KernelInputError(
+            f"rms_norm: weight {tuple(weight.shape)} must be (hidden,) with hidden = x's last dimension "
+            f"({tuple(x.shape)})"
+        )
+    if not use_triton(x, weight):
+        mark("rms_norm", "torch")
+        return reference.rms_norm(x, weight, eps)
+    if x.shape[-1] > MAX_HIDDEN:
+        raise KernelInputError(f"rms_norm: hidden size {x.shape[-1]} is above the kernel's limit of {MAX_HIDDEN}")
+    mark("rms_norm", "triton")
+    return _RMSNorm.apply(x.contiguous(), weight.contiguous(), float(eps))

@@ -1,0 +1,70 @@
+"""Fused SwiGLU: y = silu(gate) · up, element-wise, with its backward recomputed from gate and up
+(nothing else is saved): dgate = dy · up · σ(g) · (1 + g · (1 − σ(g))), dup = dy · silu(g).
+Each program handles BLOCK consecutive elements; float32 inside.
+"""
+
+import torch
+
+from kernels import reference
+from kernels._common import KernelInputError, check_dtype, check_same, mark, tl, triton, use_triton
+
+BLOCK = 1024
+
+
+@triton.jit
+def _swiglu_fwd(G, U, Y, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(U + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(Y + offs, (g * tl.sigmoid(g) * u).to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _swiglu_bwd(DY, G, U, DG, DU, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(U + offs, mask=mask, other=0.0).to(tl.float32)
+    sig = tl.sigmoid(g)
+    silu = g * sig
+    tl.store(DU + offs, (dy * silu).to(DU.dtype.element_ty), mask=mask)
+    tl.store(DG + offs, (dy * u * sig * (1.0 + g * (1.0 - sig))).to(DG.dtype.element_ty), mask=mask)
+
+
+class _SwiGLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        y = torch.empty_like(gate)
+        n = gate.numel()
+        if n:
+            _swiglu_fwd[(triton.cdiv(n, BLOCK),)](gate, up, y, n, BLOCK=BLOCK, num_warps=4)
+        ctx.save_for_backward(gate, up)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        gate, up = ctx.saved_tensors
+        dy = dy.contiguous()
+        dg, du = torch.empty_like(gate), torch.empty_like(up)
+        n = gate.numel()
+        if n:
+            _swiglu_bwd[(triton.cdiv(n, BLOCK),)](dy, gate, up, dg, du, n, BLOCK=BLOCK, num_warps=4)
+        return dg, du
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) · up for two tensors of one shape and dtype (float32, bfloat16, float16).
+
+    Non-contiguous inputs are made contiguous (a copy). Gradients for gate and up.
+    """
+    check_dtype("swiglu", "gate", gate)
+    check_same("swiglu", gate=gate, up=up)
+    if gate.shape != up.shape:
+        raise KernelInputError(f"swiglu: gate {tuple(gate.shape)} and up {tuple(up.shape)} must have the same shape")
+    if not use_triton(gate, up):
+        mark("swiglu", "torch")
+        return reference.swiglu(gate, up)
+    mark("swiglu", "triton")
+    return _SwiGLU.apply(gate.contiguous(), up.contiguous())

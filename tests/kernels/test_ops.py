@@ -1,0 +1,144 @@
+"""Forward and every gradient of each fused op against its reference, normal and odd shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kernels
+from harness.train.model import rope_tables
+from kernels import reference
+from tests.kernels.conftest import assert_close, leaves
+
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", [*DTYPES, torch.float16])
+@pytest.mark.parametrize("shape", [(1, 37), (3, 5, 37), (6, 130), (2, 257)], ids=str)
+def test_rms_norm(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    x = torch.randn(shape, dtype=dtype)
+    w = (1 + 0.5 * torch.randn(shape[-1])).to(dtype)
+    (xk, wk), (xr, wr) = leaves(x, w), leaves(x, w)
+    y = kernels.rms_norm(xk, wk, eps=1e-5)
+    assert kernels.last_path("rms_norm") == "triton"
+    expected = reference.rms_norm(xr, wr, eps=1e-5)
+    assert_close(y, expected, dtype, "rms_norm y")
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    expected.backward(dy)
+    assert_close(xk.grad, xr.grad, dtype, "rms_norm dx")
+    # dw sums over every row: its rounding grows with the rows, as for any reduction.
+    assert_close(wk.grad, wr.grad, dtype, "rms_norm dweight")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1,), (7, 33), (3, 1500)], ids=str)
+def test_swiglu(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    gate, up = torch.randn(shape, dtype=dtype) * 3, torch.randn(shape, dtype=dtype)
+    (gk, uk), (gr, ur) = leaves(gate, up), leaves(gate, up)
+    y = kernels.swiglu(gk, uk)
+    assert kernels.last_path("swiglu") == "triton"
+    expected = reference.swiglu(gr, ur)
+    assert_close(y, expected, dtype, "swiglu y")
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    expected.backward(dy)
+    assert_close(gk.grad, gr.grad, dtype, "swiglu dgate")
+    assert_close(uk.grad, ur.grad, dtype, "swiglu dup")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "q_shape,kv_heads",
+    [((1, 1, 1, 2), 1), ((2, 5, 4, 6), 2), ((1, 7, 3, 10), 3), ((2, 9, 8, 16), 1)],
+    ids=["single", "gqa", "odd-half", "mqa"],
+)
+def test_rope(q_shape: tuple[int, int, int, int], kv_heads: int, dtype: torch.dtype) -> None:
+    b, s, _, d = q_shape
+    q, k = torch.randn(q_shape, dtype=dtype), torch.randn(b, s, kv_heads, d, dtype=dtype)
+    cos, sin = rope_tables(d, s + 3, 10000.0)  # longer tables than the sequence, as in the model
+    (qk, kk), (qr, kr) = leaves(q, k), leaves(q, k)
+    q_out, k_out = kernels.rope(qk, kk, cos, sin)
+    assert kernels.last_path("rope") == "triton"
+    q_ref, k_ref = reference.rope(qr, kr, cos, sin)
+    assert_close(q_out, q_ref, dtype, "rope q")
+    assert_close(k_out, k_ref, dtype, "rope k")
+    dq, dk = torch.randn_like(q_out), torch.randn_like(k_out)
+    ((q_out * dq).sum() + (k_out * dk).sum()).backward()
+    ((q_ref * dq).sum() + (k_ref * dk).sum()).backward()
+    assert_close(qk.grad, qr.grad, dtype, "rope dq")
+    assert_close(kk.grad, kr.grad, dtype, "rope dk")
+
+
+FLCE_CASES = {
+    # (leading shape, dim, vocab, chunk_size)
+    "chunked": ((2, 7), 24, 101, 5),
+    "one-row": ((1,), 16, 37, None),
+    "vocab-over-block": ((3,), 8, kernels.cross_entropy.BLOCK_V + 9, 2),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", FLCE_CASES, ids=list(FLCE_CASES))
+def test_fused_linear_cross_entropy(case: str, dtype: torch.dtype) -> None:
+    lead, dim, vocab, chunk = FLCE_CASES[case]
+    hidden = torch.randn(*lead, dim, dtype=dtype)
+    weight = (torch.randn(vocab, dim) / dim**0.5).to(dtype)
+    target = torch.randint(0, vocab, lead)
+    target.view(-1)[0] = -100  # one ignored position
+    (hk, wk), (hr, wr) = leaves(hidden, weight), leaves(hidden, weight)
+    loss = kernels.fused_linear_cross_entropy(hk, wk, target, chunk_size=chunk)
+    assert kernels.last_path("fused_linear_cross_entropy") == "triton"
+    expected = reference.linear_cross_entropy(hr.float(), wr.float(), target)
+    assert loss.dtype == torch.float32 and loss.shape == ()
+    # The logits are formed in the input dtype, so bf16 carries their rounding into the loss.
+    assert abs(loss.item() - expected.item()) <= (1e-5 if dtype == torch.float32 else 2e-2) * abs(expected.item())
+    loss.backward()
+    expected.backward()
+    assert_close(hk.grad, hr.grad.to(dtype), dtype, "flce dhidden")
+    assert_close(wk.grad, wr.grad.to(dtype), dtype, "flce dweight")
+
+
+def test_loss_scaled_by_upstream_gradient() -> None:
+    hidden, weight = torch.randn(4, 8), torch.randn(11, 8)
+    target = torch.randint(0, 11, (4,))
+    (hk, wk), (hr, wr) = leaves(hidden, weight), leaves(hidden, weight)
+    (kernels.fused_linear_cross_entropy(hk, wk, target) * 0.25).backward()
+    (reference.linear_cross_entropy(hr, wr, target) * 0.25).backward()
+    assert_close(hk.grad, hr.grad, torch.float32, "scaled dhidden")
+    assert_close(wk.grad, wr.grad, torch.float32, "scaled dweight")
+
+
+def test_fallback_path_without_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off CUDA and without the interpreter every op runs its PyTorch path and says so; the
+    chunked cross-entropy fallback matches the reference too."""
+    monkeypatch.setattr(kernels._common, "INTERPRET", False)
+    x, w = torch.randn(3, 10), torch.ones(10)
+    assert kernels.path_for(x) == "torch"
+    assert torch.equal(kernels.rms_norm(x, w), reference.rms_norm(x, w))
+    assert kernels.last_path("rms_norm") == "torch"
+    kernels.swiglu(x, x)
+    assert kernels.last_path("swiglu") == "torch"
+    cos, sin = rope_tables(4, 2, 10000.0)
+    kernels.rope(torch.randn(1, 2, 2, 4), torch.randn(1, 2, 1, 4), cos, sin)
+    assert kernels.last_path("rope") == "torch"
+    hidden, weight = torch.randn(9, 6), torch.randn(23, 6)
+    target = torch.randint(0, 23, (9,))
+    target[4] = -100
+    (hk, wk), (hr, wr) = leaves(hidden, weight), leaves(hidden, weight)
+    loss = kernels.fused_linear_cross_entropy(hk, wk, target, chunk_size=4)
+    assert kernels.last_path("fused_linear_cross_entropy") == "torch"
+    expected = reference.linear_cross_entropy(hr, wr, target)
+    assert abs(loss.item() - expected.item()) < 1e-5
+    loss.backward()
+    expected.backward()
+    assert_close(hk.grad, hr.grad, torch.float32, "fallback dhidden")
+    assert_close(wk.grad, wr.grad, torch.float32, "fallback dweight")
+
+
+def test_default_chunk_keeps_logits_near_hidden_size() -> None:
+    # 4096 tokens, h 4096, a 128k vocabulary: 32x more logits per row than hidden values.
+    chunk = kernels.cross_entropy.default_chunk_size(4096, 4096, 128256)
+    assert chunk == 1024  # at least MIN_CHUNK rows: each chunk reads the whole weight
+    assert kernels.cross_entropy.default_chunk_size(3, 4096, 100) == 4
+    assert kernels.cross_entropy.default_chunk_size(65536, 4096, 128256) == 2048
