@@ -42,6 +42,12 @@ def test_bench_help_lists_benchmarks_and_keys(capsys: pytest.CaptureFixture[str]
         (["bench", "gemm[/x]"], "unknown benchmark 'gemm[/x]'"),  # not rich markup
         (["bench", "gemm", "seed=-1"], "seed=-1 must be a whole number from 0 to 2^31 - 1"),
         (["bench", "memory", "bench.array_bytes=0"], "bench.array_bytes=0 must be at least 1 byte"),
+        (["bench", "kernels", "bench.kernel_ops=[layernorm]"], "bench.kernel_ops: unknown 'layernorm'; choices: rms"),
+        (["bench", "kernels", "bench.kernel_impls=[fused]"], "fused needs a CUDA device (Triton); choices on cpu"),
+        (["bench", "kernels", "bench.kernel_models=[gpt5]"], "bench.kernel_models: unknown 'gpt5'; choices: gpt3"),
+        (["bench", "kernels", "bench.kernel_tokens=0"], "bench.kernel_tokens=0 must be a whole number >= 1"),
+        (["bench", "kernels", "bench.dtype=float64"], "'float64' is not available for kernels on cpu; choices: bf"),
+        (["bench", "kernels", "bench.kernel_models=[llama3-405b]", "bench.kernel_tokens=1000000"], "GiB is free"),
     ],
 )
 def test_bad_input(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
