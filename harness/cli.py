@@ -29,6 +29,7 @@ from harness.errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError
 TASKS = {
     "bench": "microbenchmarks: matmul, memory, host link, HPL, collectives (see harness bench --help)",
     "train": "train a Llama-style model with DeepSpeed, FSDP or DDP: tokens/s, TFLOP/s, MFU (harness train --help)",
+    "accept": "hardware acceptance: health checks, benchmarks on every GPU, pass/fail gates, bad nodes (--help)",
 }
 # Hydra's own flags that pass through (with the number of values each takes).
 _HYDRA_FLAGS = {"-m": 0, "--multirun": 0, "--cfg": 1, "-c": 1, "--resolve": 0, "--package": 1, "-p": 1, "--info": 0}
@@ -68,6 +69,13 @@ def prepare(overrides: list[str]) -> Prepared:
 
         validate(cfg, world or 1)
         return Prepared(cfg, None, device_type, world)
+    from harness.accept.task import validate as validate_accept
+    from harness.accept.task import validate_faults
+
+    if cfg.task == "accept":
+        validate_accept(cfg, world)
+        return Prepared(cfg, None, device_type, world)
+    validate_faults(cfg, world)
     plan = plan_for(cfg, device_type, world_size=world, ranks_per_host=per_host if device_type == "cpu" else 1)
     return Prepared(cfg, plan, device_type, world)
 
@@ -332,9 +340,42 @@ examples:
     )
 
 
+def print_accept_help() -> None:
+    from harness.config.schema import AcceptConfig, FaultConfig, HardwareConfig
+
+    sections = [("accept", AcceptConfig), ("hardware", HardwareConfig), ("fault", FaultConfig)]
+    keys = [(f"{prefix}.{k}", d, doc) for prefix, cls in sections for k, d, doc in describe(cls)]
+    display.console.print(
+        f"""usage: harness accept [key=value ...]
+
+Health checks, then gemm and memory on every GPU at once, all_reduce per node and across nodes,
+and node-pair exchanges; each figure against the hardware profile, the site's references and
+its peers (median and MAD). Writes report.html, report.md, junit.xml and exclude.txt.
+
+hardware profiles: hardware={"|".join(group_options("hardware"))} (default auto: from the device name)
+site references:   site={"|".join(group_options("site"))} (configs/site/<system>.yaml)
+
+keys:
+{_keys_table(keys)}
+
+exit codes: 0 every check passed, 1 a check failed, 2 bad input
+
+examples:
+  harness accept                                            # hardware=auto, 2 CPU ranks here
+  harness accept launch.nproc=8 accept.gpus_per_node=8      # one node of 8 GPUs
+  srun -N 64 --ntasks-per-node 8 --gpus-per-node 8 harness accept site=mycluster
+  sbatch -N 4 --gpus-per-node 8 slurm/accept.sbatch accept.gpus_per_node=8
+  harness accept launch.nproc=4 fault.slow_rank=2           # check that detection works""",
+        markup=False,
+    )
+
+
 def print_task_help(task: str) -> None:
     if task == "train":
         print_train_help()
+        return
+    if task == "accept":
+        print_accept_help()
         return
     benches = "\n".join(
         f"  {b.name:<15} {b.description}\n  {'':<15} keys: {', '.join('bench.' + k for k in b.keys)}"

@@ -108,6 +108,12 @@ def _tasks_per_node(spec: str) -> list[int]:
     return counts
 
 
+def slurm_partition(env: Mapping[str, str] | None = None) -> str | None:
+    """The Slurm partition of this job, or None outside Slurm."""
+    env = os.environ if env is None else env
+    return env.get("SLURM_JOB_PARTITION") or None
+
+
 def slurm_port(job_id: str, step_id: str) -> int:
     """A port in 20000-39999 that every task of one step derives alike and other steps rarely share."""
     try:

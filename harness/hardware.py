@@ -6,12 +6,14 @@ Peaks are data, not constants in code. A device no profile matches gets no effic
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 from omegaconf import OmegaConf
 
-from harness.config.compose import config_dir
+from harness.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -27,24 +29,37 @@ class Profile:
     memory_tbps: float | None = None
     """Memory bandwidth, TB/s."""
     link_gbps: float | None = None
-    """GPU-to-GPU link bandwidth per GPU, GB/s."""
+    """GPU-to-GPU link bandwidth per GPU, both directions, GB/s."""
+    relative: bool = False
+    """Acceptance thresholds are fractions of the peers' median (CPU nodes)."""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """Acceptance gates as fractions (see HardwareConfig)."""
+
+
+def _profile(data: dict) -> Profile:
+    return Profile(
+        name=data["name"],
+        description=data.get("description", ""),
+        match=tuple(data.get("match") or ()),
+        peak_tflops={k: float(v) for k, v in (data.get("peak_tflops") or {}).items()},
+        memory_tbps=data.get("memory_tbps"),
+        link_gbps=data.get("link_gbps"),
+        relative=bool(data.get("relative", False)),
+        thresholds={k: float(v) for k, v in (data.get("thresholds") or {}).items()},
+    )
 
 
 @cache
 def profiles() -> dict[str, Profile]:
     """Every profile under configs/hardware/, by name."""
+    from harness.config.compose import config_dir  # here: harness.config imports the benchmarks, which import us
+
     found = {}
     for path in sorted((config_dir() / "hardware").glob("*.yaml")):
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         assert isinstance(data, dict)
-        found[data["name"]] = Profile(
-            name=data["name"],
-            description=data.get("description", ""),
-            match=tuple(data.get("match") or ()),
-            peak_tflops={k: float(v) for k, v in (data.get("peak_tflops") or {}).items()},
-            memory_tbps=data.get("memory_tbps"),
-            link_gbps=data.get("link_gbps"),
-        )
+        if data["name"] != "auto":  # auto is the choice to detect, not a profile
+            found[data["name"]] = _profile(data)
     return found
 
 
@@ -65,3 +80,19 @@ def peak_tflops(device_name: str, device_type: str, dtype: str) -> float | None:
     """The datasheet peak for this device and dtype, or None when it is not known."""
     profile = profile_for(device_name, device_type)
     return profile.peak_tflops.get(dtype) if profile else None
+
+
+def resolve(selected: Any, device_name: str, device_type: str) -> Profile:
+    """The profile of `hardware=...`: the selected one (with any overrides of its keys), or for
+    auto the one matching the device; ConfigError for a device no profile knows."""
+    data = selected if isinstance(selected, dict) else dataclasses.asdict(selected)
+    if data["name"] != "auto":
+        return _profile(data)
+    found = profile_for(device_name, device_type)
+    if found is None:
+        raise ConfigError(
+            f"hardware=auto: no profile matches the device {device_name!r}; known profiles: "
+            f"{', '.join(profiles())}; choose one (hardware=NAME) or add configs/hardware/<name>.yaml with "
+            "a match pattern, peaks and thresholds (see configs/hardware/h100-sxm.yaml)"
+        )
+    return found

@@ -101,3 +101,18 @@ def render(rows_by_bench: dict[str, list[dict]]) -> dict[str, bytes]:
         "memory_gbps.png": memory_plot(rows_by_bench.get("memory", [])),
     }
     return {name: png for name, png in made.items() if png}
+
+
+def figure_bars(metric: str, unit: str, bars: list[tuple[str, float, bool]], lines: dict[str, float]) -> bytes:
+    """One bar per GPU or node (red when flagged) with the gate's lines drawn across
+    (e.g. {'threshold': 741.8, 'outlier limit': 700.1}): acceptance's per-GPU/per-node view."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(bars) + 2), 4))
+    ax.bar(range(len(bars)), [b[1] for b in bars], color=["#c0392b" if b[2] else "#2e86c1" for b in bars])
+    for (label, value), style in zip(lines.items(), ("-", "--", ":"), strict=False):
+        ax.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{label} {value:.4g}")
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=60 if len(bars) > 8 else 0, ha="right", fontsize=7)
+    ax.set_ylabel(unit)
+    ax.set_title(metric)
+    if lines:
+        ax.legend(fontsize=7)
+    return _png(fig)

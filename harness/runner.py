@@ -46,7 +46,12 @@ def _peer_failures(ctx: dist.DistContext) -> list[str]:
 
 
 # Config sections a task does not read stay out of its manifest.
-_SECTIONS = {"bench": ("model", "engine", "data", "train", "logger", "slurm"), "train": ("bench", "slurm")}
+_ACCEPT_ONLY = ("accept", "site", "hardware")
+_SECTIONS = {
+    "bench": ("model", "engine", "data", "train", "logger", "slurm", *_ACCEPT_ONLY),
+    "train": ("bench", "slurm", "fault", *_ACCEPT_ONLY),
+    "accept": ("model", "engine", "data", "train", "logger", "slurm"),
+}
 
 
 def task_config(cfg: RunConfig) -> dict[str, Any]:
@@ -74,6 +79,10 @@ def run_task(cfg: RunConfig, launch: dist.LaunchEnv, device_type: str) -> int:
         from harness.train import task as train_task
 
         bodies["train"] = train_task.run
+    if cfg.task == "accept":
+        from harness.accept import task as accept_task
+
+        bodies["accept"] = accept_task.run
     install_signal_handlers()
     ctx: dist.DistContext | None = None
     record: RunRecord | None = None

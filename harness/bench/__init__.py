@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-from harness.bench import gemm, host_link, hpl, kernel_ops, memory
+from harness.bench import gemm, host_link, hpl, kernel_ops, memory, node_pairs
 from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
 from harness.bench.collectives import OPS
 from harness.errors import ConfigError
 
-BENCHMARKS: dict[str, Benchmark] = {
-    b.name: b
-    for b in (gemm.BENCHMARK, memory.BENCHMARK, host_link.BENCHMARK, hpl.BENCHMARK, kernel_ops.BENCHMARK, *OPS)
-}
+_PLUGINS = (gemm, memory, host_link, hpl, kernel_ops, node_pairs)
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (*(m.BENCHMARK for m in _PLUGINS), *OPS)}
 ALIASES: dict[str, tuple[str, ...]] = {
     "collectives": tuple(op.name for op in OPS),
     "all": ("gemm", "memory", "host_link", "hpl", *(op.name for op in OPS)),

@@ -63,6 +63,8 @@ class PlanEnv:
     """Ranks of the job when known (None: decided by the launcher at run time)."""
     ranks_per_host: int = 1
     """Ranks sharing one host's memory (CPU ranks share the host's RAM)."""
+    nodes: int | None = None
+    """Nodes of the job when known (ranks are placed node by node, as srun and torchrun do)."""
     device_name: str = ""
     notes: list[str] = field(default_factory=list)
 

@@ -74,10 +74,26 @@ def plan_suite(names: list[str], spec: BenchSpec, env: PlanEnv) -> SuitePlan:
 
 @dataclass(frozen=True)
 class Fault:
-    """Injected fault (debug.fault) and the rank it hits."""
+    """Injected fault (debug.fault, or fault.corrupt_rank as wrong_result) and the rank it hits;
+    fault.slow_rank makes one rank slow inside its timed region."""
 
     kind: str = "none"
     rank: int = 0
+    slow_rank: int | None = None
+    slow_factor: float = 3.0
+
+
+def _slowed(run: Callable[[], Any], device: torch.device, factor: float) -> Callable[[], Any]:
+    """`run`, then a sleep of (factor - 1) x its own time, inside the timed window (on a GPU the
+    end event is recorded after the sleep, so device timing sees the delay too)."""
+
+    def slow() -> None:
+        t0 = time.perf_counter()
+        run()
+        synchronize(device)
+        time.sleep((time.perf_counter() - t0) * (factor - 1))
+
+    return slow
 
 
 def _inject_before(fault: Fault, ctx: dist.DistContext) -> None:
@@ -100,10 +116,12 @@ class Telemetry:
 
 def _measure_case(
     bench: Benchmark, case_spec: dict, ctx: dist.DistContext, spec: BenchSpec, comm: dist.Comm, corrupt: bool,
-    tele: Telemetry,
+    tele: Telemetry, fault: Fault = Fault(),
 ) -> dict[str, Any]:  # fmt: skip
     """Check once, then time with telemetry; returns this rank's measurement."""
     case = bench.build(case_spec, ctx, spec, comm)
+    if fault.slow_rank == ctx.rank:
+        case.run = _slowed(case.run, ctx.device, fault.slow_factor)
     if case.reset:
         case.reset()
     if case.prepare:
@@ -171,6 +189,7 @@ def _group_rows(name: str, measured: list[dict], figures_fn: Callable, world_siz
             "slowest_rank": slowest["rank"],
             **figures_fn(slowest["median"]),
             "wrong": wrong,
+            "wrong_ranks": [m["rank"] for m in members if m["check"]["wrong"]],
             "passed": wrong == 0,
             **telemetry.merge([m["telemetry"] for m in members]),
         })  # fmt: skip
@@ -194,7 +213,7 @@ def run_suite(
         comm = dist.split(ctx, plan.spec.groups) if bench.collective else dist.split(ctx, 1)
         for case_spec in cases:
             corrupt = fault.kind == "wrong_result" and fault.rank == ctx.rank and done == 0
-            mine = _measure_case(bench, case_spec, ctx, plan.spec, comm, corrupt, tele)
+            mine = _measure_case(bench, case_spec, ctx, plan.spec, comm, corrupt, tele, fault)
             figures_fn = mine.pop("figures_fn")  # a closure: not sent between ranks
             measured = dist.gather_objects(ctx, mine)
             done += 1

@@ -16,7 +16,13 @@ from harness.runner import Outcome
 
 
 def plan_for(
-    cfg: RunConfig, device_type: str, *, world_size: int | None, ranks_per_host: int, free_memory: int | None = None
+    cfg: RunConfig,
+    device_type: str,
+    *,
+    world_size: int | None,
+    ranks_per_host: int,
+    free_memory: int | None = None,
+    nodes: int | None = None,
 ) -> SuitePlan:
     """The suite `cfg` asks for, on this device and world; ConfigError when it cannot run."""
     env = PlanEnv(
@@ -25,11 +31,33 @@ def plan_for(
         world_size=world_size,
         ranks_per_host=ranks_per_host,
         device_name=devices.device_name(device_type),
+        nodes=nodes,
     )
     return plan_suite(list(cfg.bench.names), bench_spec(cfg.bench, cfg.seed), env)
 
 
-def _telemetry(cfg: RunConfig, ctx: dist.DistContext) -> tuple[Telemetry, str | None]:
+def ranks_sharing_memory(ctx: dist.DistContext) -> int:
+    """Ranks sharing one memory: CPU ranks share the host's RAM, GPU ranks each have their own."""
+    return ctx.launch.local_world_size if ctx.device.type == "cpu" else 1
+
+
+def min_free_memory(ctx: dist.DistContext) -> int:
+    """The smallest free memory of any rank: every rank plans with it, so all refuse or none does."""
+    free = torch.tensor(
+        [devices.free_memory_bytes(ctx.device.type, in_rank=True)], dtype=torch.int64, device=ctx.device
+    )
+    torch.distributed.all_reduce(free, op=torch.distributed.ReduceOp.MIN)
+    return int(free)
+
+
+def node_count(ctx: dist.DistContext) -> int:
+    """Nodes of the job: ranks are placed node by node with the same count on each."""
+    return max(1, ctx.world_size // max(1, ctx.launch.local_world_size))
+
+
+def telemetry_for(cfg: RunConfig, ctx: dist.DistContext) -> tuple[Telemetry, str | None]:
+    """The sampler settings and this rank's source (NVML by UUID, or the OS), with a note when
+    NVML was wanted and is missing."""
     if not cfg.telemetry.enabled:
         return Telemetry(), None
     uuid = devices.gpu_uuid(ctx.device) if ctx.device.type == "cuda" else None
@@ -37,17 +65,21 @@ def _telemetry(cfg: RunConfig, ctx: dist.DistContext) -> tuple[Telemetry, str | 
     return Telemetry(source, cfg.telemetry.interval_ms / 1000), note
 
 
+def fault_of(cfg: RunConfig) -> Fault:
+    """debug.fault, or fault.corrupt_rank / fault.slow_rank (the acceptance-test injections)."""
+    kind, rank = cfg.debug.fault, cfg.debug.fault_rank
+    if cfg.fault.corrupt_rank is not None:
+        kind, rank = "wrong_result", int(cfg.fault.corrupt_rank)
+    slow = None if cfg.fault.slow_rank is None else int(cfg.fault.slow_rank)
+    return Fault(kind, rank, slow, float(cfg.fault.slow_factor))
+
+
 def run(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord | None) -> Outcome:
     """Measure the suite on this rank; rank 0 records it."""
     # Planned again now that the world is known (sizes round to the group size).
-    # Every rank plans with the smallest free memory of any rank, so that all refuse or none does.
-    per_host = ctx.launch.local_world_size if ctx.device.type == "cpu" else 1
-    free = torch.tensor(
-        [devices.free_memory_bytes(ctx.device.type, in_rank=True)], dtype=torch.int64, device=ctx.device
-    )
-    torch.distributed.all_reduce(free, op=torch.distributed.ReduceOp.MIN)
-    plan = plan_for(cfg, ctx.device.type, world_size=ctx.world_size, ranks_per_host=per_host, free_memory=int(free))
-    tele, tele_note = _telemetry(cfg, ctx)
+    plan = plan_for(cfg, ctx.device.type, world_size=ctx.world_size, ranks_per_host=ranks_sharing_memory(ctx),
+                    free_memory=min_free_memory(ctx), nodes=node_count(ctx))  # fmt: skip
+    tele, tele_note = telemetry_for(cfg, ctx)
     notes = list(plan.notes) + ([tele_note] if tele_note else [])
     if record:
         record.update(notes=notes)
@@ -55,7 +87,7 @@ def run(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord | None) -> Outc
             display.note(note)
     with display.Progress(plan.total, enabled=ctx.is_root) as progress:
         result = run_suite(
-            plan, ctx, fault=Fault(cfg.debug.fault, cfg.debug.fault_rank), tele=tele,
+            plan, ctx, fault=fault_of(cfg), tele=tele,
             on_rows=(lambda _bench, rows: record.add_rows(rows)) if record else None,
             on_progress=progress.advance,
         )  # fmt: skip

@@ -7,7 +7,7 @@ values below are the defaults. Each field's docstring is what `harness <task> --
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -255,11 +255,78 @@ class DebugConfig:
 
 
 @dataclass
+class HardwareConfig:
+    """A device profile (configs/hardware/<name>.yaml): datasheet peaks and acceptance thresholds.
+    hardware=auto (the default) picks the profile whose name pattern matches the device."""
+
+    name: str = "auto"
+    """Profile name, or auto (detect from the device name)."""
+    description: str = ""
+    match: list[str] = field(default_factory=list)
+    """Substrings of the device name that identify this hardware."""
+    peak_tflops: dict[str, float] = field(default_factory=dict)
+    """Dense datasheet peak per dtype, TFLOP/s."""
+    memory_tbps: Optional[float] = None  # noqa: UP045 (OmegaConf needs Optional)
+    """Memory bandwidth, TB/s."""
+    link_gbps: Optional[float] = None  # noqa: UP045
+    """GPU-to-GPU link bandwidth per GPU, both directions, GB/s (busbw approaches half of it)."""
+    relative: bool = False
+    """True: thresholds are fractions of the peers' median, not of the peaks (CPU nodes)."""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """Acceptance gates as fractions: gemm_<dtype> (best TFLOP/s of the peak), memory_triad (of
+    memory_tbps), all_reduce_busbw (per node, largest size, of link_gbps / 2), node_pair_busbw."""
+
+
+@dataclass
+class AcceptConfig:
+    """`harness accept`: what runs and how figures are judged."""
+
+    gemm_dtypes: Any = None
+    """GEMM dtypes gated (list); null: those the profile has a gemm_<dtype> threshold for (CPU: float32)."""
+    gemm_shapes: Any = None
+    """GEMM shapes 'MxNxK'; null: 8192x8192x8192 on GPU, 384x384x384 on CPU."""
+    comm_bytes: Any = None
+    """Largest collective message, bytes (K/M/G); the bandwidth gates read this size; null: 1G on GPU, 4M on CPU."""
+    gpus_per_node: Any = None
+    """Expected GPUs per node (health check); null: not checked (listed as not applicable)."""
+    cores_per_node: Any = None
+    """Expected CPU cores per node; null: the nodes are compared with each other."""
+    outlier_mad: float = 4.0
+    """A figure this many (scaled) median absolute deviations below its peers' median is an outlier."""
+    outlier_min_rel: float = 0.10
+    """...and at least this fraction below the median (so that a tight fleet's noise is not flagged)."""
+    partition: Any = None
+    """Partition whose site references apply; null: $SLURM_JOB_PARTITION, else '*'."""
+
+
+@dataclass
+class SiteConfig:
+    """Expected figures of one system (configs/site/<system>.yaml), in the spirit of ReFrame:
+    references[partition][metric] = {value, lower, upper} with lower/upper as signed fractions
+    (e.g. lower -0.05: up to 5 % below value passes; null: unbounded). Partition '*' applies to all."""
+
+    name: str = "none"
+    references: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FaultConfig:
+    """Fault injection for testing detection (off by default; marked in the manifest when on)."""
+
+    slow_rank: Any = None
+    """Rank that sleeps inside its timed region, (slow_factor - 1) x its own time per call."""
+    slow_factor: float = 3.0
+    """How much slower the slow rank's figures come out."""
+    corrupt_rank: Any = None
+    """Rank that perturbs its first result, so the correctness gate must name it."""
+
+
+@dataclass
 class RunConfig:
     """The whole configuration of one run."""
 
     task: str = MISSING
-    """The task: bench or train (set by the command line)."""
+    """The task: bench, train or accept (set by the command line)."""
     device: str = "auto"
     """auto | cpu | cuda. auto: cuda when a GPU is visible, else cpu (gloo)."""
     seed: int = 0
@@ -275,6 +342,10 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    accept: AcceptConfig = field(default_factory=AcceptConfig)
+    site: SiteConfig = field(default_factory=SiteConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
 
 
 def register_configs() -> None:
@@ -285,3 +356,5 @@ def register_configs() -> None:
     cs.store(group="model", name="base_model", node=ModelConfig)
     cs.store(group="logger", name="base_logger", node=LoggerConfig)
     cs.store(group="engine", name="base_engine", node=EngineConfig)
+    cs.store(group="hardware", name="base_hardware", node=HardwareConfig)
+    cs.store(group="site", name="base_site", node=SiteConfig)

@@ -50,7 +50,7 @@ def _positive_size(key: str, value: Any) -> int | None:
     return size
 
 
-def _shapes(value: Any) -> tuple[tuple[int, int, int], ...] | None:
+def _shapes(value: Any, key: str = "bench.shapes") -> tuple[tuple[int, int, int], ...] | None:
     items = _as_list(value)
     if items is None:
         return None
@@ -59,13 +59,16 @@ def _shapes(value: Any) -> tuple[tuple[int, int, int], ...] | None:
         match = _SHAPE.match(str(item))
         dims = tuple(int(g) for g in match.groups()) if match else ()
         if not match or min(dims) < 1:
-            raise ConfigError(
-                f"bench.shapes: {item!r} is not a shape; use MxNxK with positive sizes, e.g. 4096x4096x4096"
-            )
+            raise ConfigError(f"{key}: {item!r} is not a shape; use MxNxK with positive sizes, e.g. 4096x4096x4096")
         shapes.append(dims)
     if not shapes:
-        raise ConfigError("bench.shapes is empty; give at least one MxNxK or null for the default")
+        raise ConfigError(f"{key} is empty; give at least one MxNxK or null for the default")
     return tuple(shapes)  # type: ignore[return-value]
+
+
+def parse_shapes(key: str, value: Any) -> tuple[tuple[int, int, int], ...] | None:
+    """Matmul shapes 'MxNxK' (a string or a list of them); ConfigError naming `key`."""
+    return _shapes(value, key)
 
 
 def _sizes(key: str, value: Any) -> list[int] | None:

@@ -1,0 +1,198 @@
+"""Performance gates: figures per GPU and per node from the benchmark rows, judged three ways:
+
+1. against the hardware profile: `thresholds[key]` × the datasheet figure (absolute profiles), or
+   × the peers' median (relative profiles, for CPUs whose peaks vary);
+2. against the site's references (ReFrame style): value × (1 + lower) .. value × (1 + upper);
+3. against the peers, by a robust rule: a figure below median − max(k · 1.4826 · MAD,
+   min_rel · median) is an outlier, even when it passes 1 and 2 (MAD: median absolute deviation,
+   scaled by 1.4826 to estimate a standard deviation; the floor keeps a tight fleet's noise
+   from being flagged).
+Plus the correctness gate: every checked row must have passed; a failure names its rank(s).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from harness.accept.checks import Check, gpu_subject
+from harness.hardware import Profile
+
+MAD_SCALE = 1.4826
+
+
+@dataclass
+class Figure:
+    """One measured figure of one subject."""
+
+    metric: str
+    """e.g. gemm_bfloat16_tflops, memory_triad_gbps, all_reduce_busbw_gbps, node_pair_busbw_gbps."""
+    scope: str
+    subject: str
+    value: float
+    unit: str
+    host: str
+    rank: int | None = None
+    local_index: int | None = None
+    uuid: str | None = None
+
+
+def outlier_limits(values: np.ndarray, k: float, min_rel: float) -> tuple[float, float]:
+    """(median, the figure below which a peer is an outlier); vectorised, O(n)."""
+    median = float(np.median(values))
+    mad = float(np.median(np.abs(values - median))) * MAD_SCALE
+    return median, median - max(k * mad, min_rel * abs(median))
+
+
+def figures_from_rows(rows: dict[str, list[dict]], devices: dict[int, dict], device_type: str) -> list[Figure]:
+    """Per-GPU figures (best GEMM per dtype, STREAM triad) and per-node figures (all_reduce of
+    each node's group at its largest size, the node-pair exchange's best round)."""
+    out: list[Figure] = []
+
+    scope = "gpu" if device_type == "cuda" else "rank"
+
+    def gpu(rank: int) -> dict[str, Any]:
+        d = devices.get(rank, {})
+        host = d.get("host", "?")
+        index = d.get("index") if device_type == "cuda" else d.get("local_rank")
+        return {"host": host, "rank": rank, "local_index": index, "uuid": d.get("uuid"), "scope": scope,
+                "subject": gpu_subject(host, index, device_type)}  # fmt: skip
+
+    best: dict[tuple[int, str], float] = {}
+    for r in rows.get("gemm", []):
+        if r.get("tflops") is not None:
+            key = (r["rank"], r["dtype"])
+            best[key] = max(best.get(key, 0.0), r["tflops"])
+    for (rank, dtype), value in sorted(best.items()):
+        out.append(Figure(f"gemm_{dtype}_tflops", value=value, unit="TFLOP/s", **gpu(rank)))
+    for r in rows.get("memory", []):
+        if r.get("kernel") == "triad" and r.get("gbps") is not None:
+            out.append(Figure("memory_triad_gbps", value=r["gbps"], unit="GB/s", **gpu(r["rank"])))
+    node_rows = [r for r in rows.get("all_reduce", []) if r.get("stage") == "node"]
+    if node_rows:
+        largest = max(r["bytes"] for r in node_rows)
+        for r in node_rows:
+            if r["bytes"] == largest and not r.get("in_place"):
+                host = devices.get(r["first_rank"], {}).get("host", "?")
+                out.append(Figure("all_reduce_busbw_gbps", "node", host, r["busbw_gbps"], "GB/s", host))
+    pairs = [r for r in rows.get("node_pairs", []) if r.get("busbw_gbps") is not None]
+    if pairs:
+        largest = max(r["bytes"] for r in pairs)
+        per_round: dict[tuple[str, int], float] = {}
+        for r in pairs:
+            if r["bytes"] == largest:
+                key = (r["host"], r["round"])  # a node's figure in a round: its slowest rank
+                per_round[key] = min(per_round.get(key, float("inf")), r["busbw_gbps"])
+        per_node: dict[str, float] = {}
+        for (host, _), value in per_round.items():  # its best round: a bad neighbour costs one round
+            per_node[host] = max(per_node.get(host, 0.0), value)
+        for host, value in sorted(per_node.items()):
+            out.append(Figure("node_pair_busbw_gbps", "node", host, value, "GB/s", host))
+    return out
+
+
+def _base(metric: str, profile: Profile) -> tuple[str, float | None, str]:
+    """(threshold key, datasheet figure in the metric's unit, what it is)."""
+    if metric.startswith("gemm_"):
+        dtype = metric.removeprefix("gemm_").removesuffix("_tflops")
+        return f"gemm_{dtype}", profile.peak_tflops.get(dtype), f"{dtype} peak"
+    if metric == "memory_triad_gbps":
+        return "memory_triad", profile.memory_tbps * 1000 if profile.memory_tbps else None, "memory bandwidth"
+    if metric == "all_reduce_busbw_gbps":
+        return "all_reduce_busbw", profile.link_gbps / 2 if profile.link_gbps else None, "link bandwidth / 2"
+    return metric.removesuffix("_gbps"), None, "datasheet"
+
+
+def _reference(site: dict[str, Any], partition: str, metric: str) -> dict[str, Any] | None:
+    for part in (partition, "*"):
+        ref = (site.get(part) or {}).get(metric)
+        if ref is not None:
+            return ref
+    return None
+
+
+def _threshold(f: Figure, profile: Profile, median: float, peers: int, where: dict[str, Any]) -> Check:
+    key, base, what = _base(f.metric, profile)
+    fraction = profile.thresholds.get(key)
+    if fraction is None:
+        return Check(f.metric, status="n/a", reason=f"no threshold for {key} in hardware={profile.name}", **where)
+    if profile.relative and peers < 2:
+        return Check(f.metric, status="n/a", reason=f"hardware={profile.name} judges against peers; this "
+                     f"{f.scope} has none", **where)  # fmt: skip
+    against, label = (median, "the peers' median") if profile.relative else (base, what)
+    if against is None:
+        return Check(f.metric, status="n/a", reason=f"hardware={profile.name} has no {what}", **where)
+    need = fraction * against
+    ok = f.value >= need
+    reason = f"{f.value:.4g} {'>=' if ok else '<'} {need:.4g} {f.unit} ({fraction:g} x {label} {against:.4g})"
+    return Check(f.metric, status="pass" if ok else "fail", reason=reason, threshold=need, **where)
+
+
+def _against_reference(f: Figure, ref: dict[str, Any], where: dict[str, Any]) -> Check:
+    value = float(ref["value"])
+    lo = None if ref.get("lower") is None else value * (1 + float(ref["lower"]))
+    hi = None if ref.get("upper") is None else value * (1 + float(ref["upper"]))
+    ok = (lo is None or f.value >= lo) and (hi is None or f.value <= hi)
+    band = f"{'-inf' if lo is None else f'{lo:.4g}'} .. {'+inf' if hi is None else f'{hi:.4g}'}"
+    reason = f"{f.value:.4g} {'inside' if ok else 'outside'} [{band}] {f.unit} (site reference {value:g})"
+    return Check(f"{f.metric}_reference", status="pass" if ok else "fail", reason=reason, threshold=lo, **where)
+
+
+def _outlier(f: Figure, median: float, limit: float, where: dict[str, Any]) -> Check:
+    if f.value < limit:
+        below = (median - f.value) / median if median else 0.0
+        reason = f"{f.value:.4g} is {below:.0%} below the peers' median {median:.4g} (outlier limit {limit:.4g})"
+        return Check(f"{f.metric}_outlier", status="fail", reason=reason, threshold=limit, **where)
+    reason = f"{f.value:.4g} within the peers (median {median:.4g}, limit {limit:.4g})"
+    return Check(f"{f.metric}_outlier", status="pass", reason=reason, threshold=limit, **where)
+
+
+def judge(figures: list[Figure], profile: Profile, *, site: dict[str, Any], partition: str, outlier_mad: float,
+          outlier_min_rel: float) -> list[Check]:  # fmt: skip
+    """Threshold, reference and outlier checks for every figure."""
+    checks: list[Check] = []
+    by_metric: dict[str, list[Figure]] = defaultdict(list)
+    for f in figures:
+        by_metric[f.metric].append(f)
+    for metric, group in by_metric.items():
+        median, limit = outlier_limits(np.array([f.value for f in group], dtype=float), outlier_mad, outlier_min_rel)
+        ref = _reference(site, partition, metric)
+        for f in group:
+            where = {"scope": f.scope, "subject": f.subject, "host": f.host, "rank": f.rank,
+                     "local_index": f.local_index, "uuid": f.uuid, "unit": f.unit, "value": f.value,
+                     "peers_median": median}  # fmt: skip
+            checks.append(_threshold(f, profile, median, len(group), where))
+            if ref is not None:
+                checks.append(_against_reference(f, ref, where))
+            if len(group) >= 2:  # one figure has no peers
+                checks.append(_outlier(f, median, limit, where))
+    return checks
+
+
+def correctness(rows: dict[str, list[dict]], devices: dict[int, dict], device_type: str) -> list[Check]:
+    """One check per benchmark and subject: every row checked against its expected data."""
+    checks: list[Check] = []
+    for bench, bench_rows in rows.items():
+        bad: dict[int, int] = defaultdict(int)
+        total = 0
+        for r in bench_rows:
+            total += 1
+            if not r.get("passed", True):
+                ranks = r.get("wrong_ranks") or ([r["rank"]] if "rank" in r else [])
+                for rank in ranks:
+                    bad[rank] += 1
+        if not bad:
+            checks.append(Check(f"correctness_{bench}", "cluster", "cluster", "pass", f"{total} rows checked, 0 wrong"))
+            continue
+        for rank, count in sorted(bad.items()):
+            d = devices.get(rank, {})
+            index = d.get("index") if device_type == "cuda" else d.get("local_rank")
+            subject = gpu_subject(d.get("host", "?"), index, device_type)
+            scope = "gpu" if device_type == "cuda" else "rank"
+            checks.append(Check(f"correctness_{bench}", scope, subject, "fail",
+                                f"rank {rank}: {count} of {total} results wrong", count, host=d.get("host"),
+                                rank=rank, local_index=index, uuid=d.get("uuid")))  # fmt: skip
+    return checks

@@ -1,0 +1,103 @@
+"""node_pairs: every rank exchanges a buffer with its counterpart on a partner node (same local
+rank), both directions at once, in two rounds of disjoint node pairs: (0,1), (2,3), ... then
+(1,2), (3,4), ... (n−1, 0). A node with a bad link is slow in both of its rounds while its
+neighbours are slow in only one, so a node's best round localises the fault to the node
+rather than to a ring. GB/s = bytes / t per direction (busbw of send/recv, factor 1). Ranks
+whose node has no partner in a round idle through it and report no figure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+
+from harness import units
+from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
+from harness.bench.collectives.base import DTYPE_CHOICES, count_wrong, ident_pattern, message_sizes
+from harness.devices import DTYPES
+from harness.dist import Comm, DistContext
+
+
+def partner(node: int, nodes: int, round_: int) -> int | None:
+    """The node paired with `node` in round 0 ((0,1), (2,3), ...) or round 1 ((1,2), ..., (n−1,0))."""
+    if nodes < 2:
+        return None
+    first = node - round_  # position counted from the round's first node
+    mate = node + 1 if first % 2 == 0 else node - 1
+    if round_ == 1 and nodes % 2 == 0:
+        mate %= nodes  # an even ring closes: (n−1, 0)
+    return mate if 0 <= mate < nodes and mate != node else None
+
+
+class NodePairs(Benchmark):
+    name = "node_pairs"
+    description = "node-pair exchange: counterpart ranks of paired nodes send and receive at once, two rounds"
+    collective = False
+    keys = ("dtype", "min_bytes", "max_bytes", "step_factor", "warmup", "iters")
+    columns = (
+        Column("rank", "rank"),
+        Column("host", "host"),
+        Column("round", "round"),
+        Column("node", "node"),
+        Column("partner_node", "partner"),
+        Column("bytes", "size (B)", "{:,}"),
+        Column("time_us", "time (us)", "{:.1f}"),
+        Column("busbw_gbps", "busbw (GB/s)", "{:.3f}"),
+        Column("wrong", "#wrong"),
+    )
+
+    def dtypes(self, device_type: str) -> tuple[str, ...]:
+        return DTYPE_CHOICES
+
+    def default_dtypes(self, device_type: str) -> tuple[str, ...]:
+        return ("float32",)
+
+    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[dict]:
+        if env.nodes is not None and env.nodes < 2:
+            env.note("node_pairs: needs at least 2 nodes; skipped")
+            return []
+        env.require(2 * spec.max_bytes, f"bench.max_bytes={units.format_bytes(spec.max_bytes)}: node_pairs")
+        rounds = (0,) if env.nodes == 2 else (0, 1)  # with two nodes both rounds are the same pair
+        cases = []
+        for dtype in dtypes:
+            size = DTYPES[dtype][1]
+            for requested in message_sizes(spec.min_bytes, spec.max_bytes, spec.step_factor):
+                count = requested // size
+                if count:
+                    for round_ in rounds:
+                        cases.append({"round": round_, "dtype": dtype, "bytes": count * size, "count": count})
+        return cases
+
+    def build(self, case: dict, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Case:
+        per_node = max(1, ctx.launch.local_world_size)
+        nodes = ctx.world_size // per_node
+        node = ctx.rank // per_node
+        mate = partner(node, nodes, case["round"])
+        dtype = DTYPES[case["dtype"]][0]
+        labels = {**case, "node": node, "partner_node": mate}
+        send = ident_pattern(case["count"], ctx.rank, dtype, ctx.device)
+        recv = torch.full_like(send, 7)
+        if mate is None:  # no partner this round: take part in nothing
+            idle = {"wrong": 0, "passed": True}
+            return Case(labels, lambda: None, lambda: idle, recv, lambda _s: {"busbw_gbps": None})
+        peer = mate * per_node + ctx.rank % per_node
+        expected = ident_pattern(case["count"], peer, dtype, ctx.device)
+
+        def run() -> None:
+            ops = [tdist.P2POp(tdist.isend, send, peer), tdist.P2POp(tdist.irecv, recv, peer)]
+            for work in tdist.batch_isend_irecv(ops):
+                work.wait()
+
+        def verify() -> dict[str, Any]:
+            wrong = count_wrong(recv, expected)
+            return {"wrong": wrong, "passed": wrong == 0}
+
+        def figures(seconds: float) -> dict[str, Any]:
+            return {"busbw_gbps": units.algbw_gbps(case["bytes"], seconds), "peer_rank": peer}
+
+        return Case(labels, run, verify, recv, figures)
+
+
+BENCHMARK = NodePairs()
