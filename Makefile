@@ -1,6 +1,6 @@
 # exaharness: the two commands.
-#   make run    set up .venv and run the default suite on this machine (gemm + all_reduce)
-#   make test   set up .venv with the dev extras, start a local Slurm, run the tests
+#   make run    set up .venv and run the acceptance job on this machine (harness accept hardware=auto)
+#   make test   set up .venv with the dev extras, Chromium and a local Slurm, run the tests
 #
 # Torch is installed first, on its own, so that the build that fits the machine is used:
 #   here the CPU build (the default); on a CUDA cluster, for example
@@ -15,7 +15,7 @@ PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: run test lint unit integration bench-overhead slurm-up slurm-down clean
+.PHONY: run test browser lint unit integration bench-overhead slurm-up slurm-down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,14 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.installed
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/harness bench all $(RUN_ARGS)
+	$(BIN)/harness accept hardware=auto $(RUN_ARGS)
 
-test: $(VENV)/.dev
+# Debian's Chromium renders the acceptance report in a test (headless; no network needed).
+browser:
+	@command -v chromium >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq >/dev/null; \
+		apt-get install -y -qq chromium >/dev/null; }
+
+test: $(VENV)/.dev browser
 	bash slurm/local/start.sh
 	SLURM_CONF=$${HARNESS_SLURM_DIR:-/tmp/exaharness-slurm}/slurm.conf PATH=$(CURDIR)/$(BIN):$$PATH \
 		$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; bash slurm/local/stop.sh; exit $$rc

@@ -78,6 +78,10 @@ def figures_from_rows(rows: dict[str, list[dict]], devices: dict[int, dict], dev
             if r["bytes"] == largest and not r.get("in_place"):
                 host = devices.get(r["first_rank"], {}).get("host", "?")
                 out.append(Figure("all_reduce_busbw_gbps", "node", host, r["busbw_gbps"], "GB/s", host))
+    world = [r for r in rows.get("all_reduce", []) if r.get("stage") == "world" and not r.get("in_place")]
+    if world:  # the whole job's figure: gated by site references (no datasheet figure spans a network)
+        top = max(world, key=lambda r: r["bytes"])
+        out.append(Figure("all_reduce_world_busbw_gbps", "cluster", "cluster", top["busbw_gbps"], "GB/s", ""))
     pairs = [r for r in rows.get("node_pairs", []) if r.get("busbw_gbps") is not None]
     if pairs:
         largest = max(r["bytes"] for r in pairs)

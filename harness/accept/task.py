@@ -175,6 +175,18 @@ def _plans(cfg: RunConfig, ctx: dist.DistContext, profile: hardware.Profile, nod
     return plans
 
 
+def _not_run(rows: dict[str, list[dict]], nodes: int, per_node: int) -> list[Check]:
+    """The bandwidth gates a job of this shape cannot measure, listed as not applicable."""
+    out = []
+    if not any(r.get("stage") == "node" for r in rows.get("all_reduce", [])):
+        reason = f"{per_node} rank per node: no intra-node collective to measure"
+        out.append(Check("all_reduce_busbw_gbps", "cluster", "cluster", "n/a", reason))
+    if nodes < 2:
+        out.append(Check("all_reduce_world_busbw_gbps", "cluster", "cluster", "n/a", "one node: nothing between nodes"))
+        out.append(Check("node_pair_busbw_gbps", "cluster", "cluster", "n/a", "one node: no node pairs"))
+    return out
+
+
 def _conclude(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord, profile: hardware.Profile,
               facts: list[dict], rows: dict[str, list[dict]]) -> Outcome:  # fmt: skip
     by_rank = {f["rank"]: {**f, "index": f.get("local_index")} for f in facts}
@@ -182,6 +194,7 @@ def _conclude(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord, profile:
                                           cores_per_node=cfg.accept.cores_per_node,
                                           known_bad=known_bad(cfg.results.dir))  # fmt: skip
     checks += gates.correctness(rows, by_rank, ctx.device.type)
+    checks += _not_run(rows, node_count(ctx), max(1, ctx.launch.local_world_size))
     figures = gates.figures_from_rows(rows, by_rank, ctx.device.type)
     checks += gates.judge(figures, profile, site=dict(cfg.site.references), partition=_partition(cfg),
                           outlier_mad=float(cfg.accept.outlier_mad),

@@ -294,7 +294,7 @@ class AcceptConfig:
     outlier_mad: float = 4.0
     """A figure this many (scaled) median absolute deviations below its peers' median is an outlier."""
     outlier_min_rel: float = 0.10
-    """...and at least this fraction below the median (so that a tight fleet's noise is not flagged)."""
+    """The outlier limit lies at least this fraction below the median (a tight fleet's noise is not flagged)."""
     partition: Any = None
     """Partition whose site references apply; null: $SLURM_JOB_PARTITION, else '*'."""
 

@@ -16,7 +16,7 @@ from harness.errors import ConfigError
 
 SLURM_DIR = Path(__file__).resolve().parents[2] / "slurm"
 MARKER = "# HARNESS-SBATCH-OPTIONS"
-TEMPLATES = {"bench": "bench.sbatch", "train": "train.sbatch"}
+TEMPLATES = {"bench": "bench.sbatch", "train": "train.sbatch", "accept": "accept.sbatch"}
 
 # What each option may hold: Slurm's own syntax, nothing a shell or sbatch would read otherwise.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

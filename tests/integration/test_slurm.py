@@ -251,3 +251,30 @@ def test_srun_pmi2_with_the_mpi4py_bootstrap(results_dir: Path, slurm_env: dict[
     assert manifest["hosts"] == ["n1", "n2"] and manifest["world_size"] == 2
     assert manifest["versions"]["mpi"].startswith("MPICH")
     assert all(r["wrong"] == 0 for r in run.rows)
+
+
+def test_accept_sbatch_reports_both_nodes(results_dir: Path, slurm_env: dict[str, str]) -> None:
+    """`sbatch slurm/accept.sbatch` on 2 nodes x 2 tasks: per-node all_reduce, node pairs, and a
+    report naming both Slurm nodes. Four ranks share two cores: the relative gates are loosened."""
+    env = {**slurm_env, "HARNESS_RESULTS": str(results_dir),
+           "HARNESS_VENV": str(Path(slurm_env["PATH"].split(":")[0]).parent)}  # fmt: skip
+    done = subprocess.run(
+        ["sbatch", "--parsable", "-N", "2", "--ntasks-per-node", "2", f"--output={results_dir}/%j.out",
+         str(ROOT / "slurm" / "accept.sbatch"), "accept.comm_bytes=256K", "accept.outlier_min_rel=0.3", "hardware=cpu",
+         "hardware.thresholds.memory_triad=0.5", "hardware.thresholds.all_reduce_busbw=0.2",
+         "hardware.thresholds.node_pair_busbw=0.2"],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    log = results_dir / f"{job_id}.out"
+    assert wait_job(job_id, env) == "COMPLETED", log.read_text()
+    (run_dir,) = [p for p in results_dir.iterdir() if p.is_dir()]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["hosts"] == ["n1", "n2"] and manifest["accept"]["verdict"] == "pass"
+    rows = [json.loads(line) for line in (run_dir / "rows.jsonl").read_text().splitlines()]
+    checks = {(r["name"], r["subject"]) for r in rows if r["bench"] == "accept_check" and r["status"] == "pass"}
+    for node in ("n1", "n2"):
+        assert ("all_reduce_busbw_gbps", node) in checks and ("node_pair_busbw_gbps", node) in checks
+    report = (run_dir / "report.md").read_text()
+    assert "| n1 |" in report and "| n2 |" in report and "acceptance: PASS" in log.read_text()

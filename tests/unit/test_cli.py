@@ -42,6 +42,15 @@ def test_bench_help_lists_benchmarks_and_keys(capsys: pytest.CaptureFixture[str]
         (["bench", "gemm[/x]"], "unknown benchmark 'gemm[/x]'"),  # not rich markup
         (["bench", "gemm", "seed=-1"], "seed=-1 must be a whole number from 0 to 2^31 - 1"),
         (["bench", "memory", "bench.array_bytes=0"], "bench.array_bytes=0 must be at least 1 byte"),
+        (["accept", "hardware=tpu-v9"], "unknown hardware preset 'tpu-v9'; choices: a100-sxm, auto, b200, cpu"),
+        (["accept", "site=nowhere"], "unknown site preset 'nowhere'; choices: example, none"),
+        (["accept", "accept.gemm_shapes=[12x]"], "accept.gemm_shapes: '12x' is not a shape"),
+        (["accept", "accept.outlier_mad=-1"], "accept.outlier_mad=-1.0 must be a number >= 0"),
+        (["accept", "accept.gemm_dtypes=[float128]"], "accept.gemm_dtypes: unknown dtype 'float128'; choices"),
+        (["accept", "gemm"], "unexpected argument 'gemm'; give key=value"),
+        (["accept", "fault.slow_rank=7", "launch.nproc=4"], "fault.slow_rank=7 but the job has 4 ranks; choose 0..3"),
+        (["bench", "gemm", "fault.corrupt_rank=-1"], "fault.corrupt_rank=-1 must be a rank"),
+        (["accept", "fault.slow_factor=0.5"], "fault.slow_factor=0.5 must be a number >= 1"),
         (["bench", "kernels", "bench.kernel_ops=[layernorm]"], "bench.kernel_ops: unknown 'layernorm'; choices: rms"),
         (["bench", "kernels", "bench.kernel_impls=[fused]"], "fused needs a CUDA device (Triton); choices on cpu"),
         (["bench", "kernels", "bench.kernel_models=[gpt5]"], "bench.kernel_models: unknown 'gpt5'; choices: gpt3"),
@@ -56,3 +65,11 @@ def test_bad_input(argv: list[str], message: str, tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not results.exists() or list(results.iterdir()) == []
+
+
+def test_accept_help_lists_profiles_keys_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.run(["accept", "--help"]) == 0
+    out = capsys.readouterr().out
+    for text in ("hardware=a100-sxm|auto|b200", "site=example|none", "accept.outlier_mad=4.0", "fault.slow_rank=null",
+                 "exit codes: 0 every check passed, 1 a check failed, 2 bad input", "slurm/accept.sbatch"):  # fmt: skip
+        assert text in out, text

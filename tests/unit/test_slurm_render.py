@@ -71,3 +71,11 @@ def test_unknown_task() -> None:
 )
 def test_node_lists_as_scontrol_show_hostnames(hostlist: str, hosts: list[str]) -> None:
     assert expand_hostlist(hostlist) == hosts
+
+
+def test_accept_script_matches_its_golden_file() -> None:
+    options = SlurmOptions(job_name="accept-4x8", nodes=4, ntasks_per_node=8, gpus_per_node=8, partition="gpu",
+                           time="00:20:00")  # fmt: skip
+    script = render("accept", options)
+    assert script == (GOLDEN / "accept-4x8.sbatch").read_text()
+    assert 'srun --kill-on-bad-exit=1 harness accept "$@"' in script and "HARNESS_SITE_SETUP" in script

@@ -1,0 +1,180 @@
+"""Acceptance gates by hand: thresholds, site references, the robust outlier rule (at 10,000
+ranks), node-pair localisation, node lists, drain lines and JUnit output."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from harness import hardware
+from harness.accept import gates, report
+from harness.accept.checks import Check
+from harness.accept.gates import Figure
+from harness.errors import ConfigError
+
+H100 = hardware.profiles()["h100-sxm"]
+CPU = hardware.profiles()["cpu"]
+
+
+def gpu_figure(value: float, rank: int, metric: str = "gemm_bfloat16_tflops") -> Figure:
+    host = f"n{rank // 8 + 1}"
+    return Figure(metric, "gpu", f"{host} gpu{rank % 8}", value, "TFLOP/s", host, rank, rank % 8, f"GPU-{rank:04d}")
+
+
+def judge(figures: list[Figure], profile=H100, site=None, partition="*", k=4.0, min_rel=0.10) -> list[Check]:
+    return gates.judge(figures, profile, site=site or {}, partition=partition, outlier_mad=k, outlier_min_rel=min_rel)
+
+
+def by(checks: list[Check], name: str) -> list[Check]:
+    return [c for c in checks if c.name == name]
+
+
+def test_absolute_threshold_shows_both_numbers() -> None:
+    checks = judge([gpu_figure(780.0, 0), gpu_figure(700.0, 1)])
+    ok, low = by(checks, "gemm_bfloat16_tflops")
+    assert ok.status == "pass" and ok.threshold == pytest.approx(0.75 * 989)
+    assert low.status == "fail" and "700 < 741.8 TFLOP/s (0.75 x bfloat16 peak 989)" in low.reason
+
+
+def test_memory_and_link_thresholds_use_the_datasheet() -> None:
+    mem = Figure("memory_triad_gbps", "gpu", "n1 gpu0", 2600.0, "GB/s", "n1", 0, 0)
+    link = Figure("all_reduce_busbw_gbps", "node", "n1", 365.0, "GB/s", "n1")
+    (m,) = by(judge([mem]), "memory_triad_gbps")
+    (a,) = by(judge([link]), "all_reduce_busbw_gbps")
+    assert m.status == "fail" and m.threshold == pytest.approx(0.8 * 3350)
+    assert a.status == "pass" and a.threshold == pytest.approx(0.8 * 450)  # half of 900 GB/s both ways
+
+
+def test_relative_profile_judges_against_the_peers_median() -> None:
+    figures = [gpu_figure(v, i, "gemm_float32_tflops") for i, v in enumerate([1.0, 1.1, 0.9, 0.6])]
+    checks = by(judge(figures, profile=CPU, min_rel=0.5), "gemm_float32_tflops")
+    assert [c.status for c in checks] == ["pass", "pass", "pass", "fail"]  # 0.6 < 0.7 x median 0.95
+    assert "the peers' median 0.95" in checks[3].reason
+    (single,) = by(judge([gpu_figure(1.0, 0, "gemm_float32_tflops")], profile=CPU), "gemm_float32_tflops")
+    assert single.status == "n/a" and "has none" in single.reason
+
+
+def test_unknown_peak_or_threshold_is_not_applicable() -> None:
+    (c,) = by(judge([gpu_figure(10.0, 0, "gemm_float64_tflops")]), "gemm_float64_tflops")
+    assert c.status == "n/a" and "no threshold for gemm_float64" in c.reason
+
+
+def test_site_reference_band_with_partition_fallback() -> None:
+    site = {"gpu": {"gemm_bfloat16_tflops": {"value": 800, "lower": -0.05, "upper": 0.05}},
+            "*": {"gemm_bfloat16_tflops": {"value": 500, "lower": -0.1, "upper": None}}}  # fmt: skip
+    inside, below, above = (gpu_figure(v, i) for i, v in enumerate([790.0, 750.0, 850.0]))
+    checks = by(judge([inside, below, above], site=site, partition="gpu"), "gemm_bfloat16_tflops_reference")
+    assert [c.status for c in checks] == ["pass", "fail", "fail"]
+    assert "750 outside [760 .. 840] TFLOP/s (site reference 800)" in checks[1].reason
+    other = by(judge([below], site=site, partition="debug"), "gemm_bfloat16_tflops_reference")
+    assert other[0].status == "pass" and "450 .. +inf" in other[0].reason  # '*' applies
+
+
+def test_outlier_is_flagged_even_when_it_passes_the_threshold() -> None:
+    values = [800.0, 805.0, 795.0, 802.0, 798.0, 801.0, 799.0, 760.0]  # 760 > 741.8 threshold
+    checks = judge([gpu_figure(v, i) for i, v in enumerate(values)], min_rel=0.02)
+    assert by(checks, "gemm_bfloat16_tflops")[7].status == "pass"
+    outliers = by(checks, "gemm_bfloat16_tflops_outlier")
+    assert [c.rank for c in outliers if c.status == "fail"] == [7]
+    # median 799.5; MAD 2 x 1.4826 x 4 = 11.9 < the 2 % floor (16.0): limit 799.5 - 16.0
+    assert outliers[7].reason == "760 is 5% below the peers' median 799.5 (outlier limit 783.5)"
+
+
+def test_outlier_floor_keeps_a_tight_fleet_quiet() -> None:
+    values = [800.0] * 7 + [790.0]  # MAD 0: without the floor 790 would be an outlier
+    outliers = by(judge([gpu_figure(v, i) for i, v in enumerate(values)]), "gemm_bfloat16_tflops_outlier")
+    assert all(c.status == "pass" for c in outliers)
+
+
+def test_outlier_rule_at_10000_ranks_under_a_second() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(790.0, 8.0, 10_000)
+    values[[17, 4242, 9999]] = [600.0, 650.0, 700.0]
+    figures = [gpu_figure(float(v), i) for i, v in enumerate(values)]
+    start = time.perf_counter()
+    checks = judge(figures, min_rel=0.05)
+    elapsed = time.perf_counter() - start
+    flagged = sorted(c.rank for c in by(checks, "gemm_bfloat16_tflops_outlier") if c.status == "fail")
+    assert flagged == [17, 4242, 9999]
+    assert elapsed < 1.0, f"{elapsed:.2f} s for 10,000 ranks"
+
+
+def pair_rows(slow_host: str) -> list[dict]:
+    """4 nodes x 1 rank, two rounds; the slow node's link is slow in both its exchanges."""
+    rows = []
+    pairs = {0: [("n1", "n2"), ("n3", "n4")], 1: [("n2", "n3"), ("n4", "n1")]}
+    for round_, ps in pairs.items():
+        for a, b in ps:
+            gbps = 2.0 if slow_host in (a, b) else 10.0
+            rows += [{"host": h, "round": round_, "bytes": 1 << 20, "busbw_gbps": gbps} for h in (a, b)]
+    return rows
+
+
+def test_node_pairs_localise_a_bad_link_to_its_node() -> None:
+    figures = gates.figures_from_rows({"node_pairs": pair_rows("n3")}, {}, "cpu")
+    values = {f.subject: f.value for f in figures}
+    assert values == {"n1": 10.0, "n2": 10.0, "n3": 2.0, "n4": 10.0}  # neighbours keep their good round
+    outliers = by(judge(figures), "node_pair_busbw_gbps_outlier")
+    assert [c.subject for c in outliers if c.status == "fail"] == ["n3"]
+
+
+def test_correctness_names_the_wrong_rank() -> None:
+    rows = {"gemm": [{"rank": 0, "passed": True}, {"rank": 1, "passed": False}],
+            "all_reduce": [{"group": 0, "passed": False, "wrong_ranks": [3]}]}  # fmt: skip
+    devices = {1: {"host": "n1", "index": 1, "uuid": "GPU-b"}, 3: {"host": "n2", "index": 1, "uuid": "GPU-d"}}
+    checks = gates.correctness(rows, devices, "cuda")
+    failed = {(c.name, c.rank, c.subject, c.uuid) for c in checks if c.status == "fail"}
+    assert failed == {("correctness_gemm", 1, "n1 gpu1", "GPU-b"), ("correctness_all_reduce", 3, "n2 gpu1", "GPU-d")}
+
+
+def flagged_checks() -> list[Check]:
+    return [
+        Check("gemm_bfloat16_tflops", "gpu", "n4 gpu3", "fail", "600 < 741.8", 600.0, host="n4", uuid="GPU-x"),
+        Check("node_pair_busbw_gbps_outlier", "node", "n2", "fail", "2 is 80% below", 2.0, host="n2"),
+        Check("ecc", "gpu", "n1 gpu0", "warn", "lifetime errors", host="n1"),
+        Check("node_pair_busbw_gbps", "cluster", "cluster", "n/a", "one node"),
+        Check("driver_consistent", "cluster", "cluster", "fail", "drivers differ"),
+        Check("memory", "node", "n1", "pass", "ok", host="n1"),
+    ]
+
+
+def test_exclude_list_and_drain_lines() -> None:
+    checks = flagged_checks()
+    checks.append(Check("ecc", "gpu", "n5 gpu0", "fail", 'bad"; rm -rf / $(x)', host="n5"))
+    assert report.exclude_list(checks) == "n[2,4-5]"  # cluster-wide failures name no node
+    run = "20261128T000000Z-accept-abcdef"
+    lines = report.drain_lines(checks, run)
+    reason = f"harness accept {run}: node_pair_busbw_gbps_outlier"
+    assert lines[0] == f'scontrol update nodename=n2 state=drain reason="{reason}"'
+    assert all(line.count('"') == 2 and "$" not in line and ";" not in line for line in lines)
+    assert report.exclude_list([c for c in checks if c.status != "fail"]) == ""
+
+
+def test_junit_is_valid_and_counts_every_check() -> None:
+    checks = flagged_checks()
+    root = ET.fromstring(report.junit(checks, "run-1"))
+    (suite,) = root.findall("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("6", "3", "1")
+    cases = suite.findall("testcase")
+    assert [c.get("classname") for c in cases][:2] == ["n4.gpu3", "n2"]
+    assert cases[0].find("failure").get("message") == "600 < 741.8"
+    assert cases[3].find("skipped") is not None and "WARN" in cases[2].find("system-out").text
+
+
+def test_html_report_is_one_self_contained_page() -> None:
+    checks = flagged_checks()
+    page = report.html_report(checks, "fail", {"run": "r1"}, "n[2,4]", ["scontrol ..."], {"x.png": b"\x89PNG"})
+    assert page.startswith("<!DOCTYPE html>") and 'id="scorecard"' in page and 'id="flagged"' in page
+    assert page.index('id="flagged"') < page.index('id="scorecard"')  # flagged items at the top
+    assert "data:image/png;base64," in page and "http" not in page.replace("http-equiv", "")
+
+
+def test_auto_profile_detection_and_unknown_device() -> None:
+    assert hardware.resolve({"name": "auto"}, "NVIDIA H100 80GB HBM3", "cuda").name == "h100-sxm"
+    assert hardware.resolve({"name": "auto"}, "NVIDIA GB200", "cuda").name == "gb200"  # longest pattern wins
+    assert hardware.resolve({"name": "auto"}, "AMD EPYC 9654", "cpu").name == "cpu"
+    with pytest.raises(ConfigError, match=r"known profiles: a100-sxm, b200, cpu.*add configs/hardware/<name>\.yaml"):
+        hardware.resolve({"name": "auto"}, "Some Future GPU", "cuda")

@@ -1,0 +1,124 @@
+"""Health checks from NVML facts (a fake NVML behind the same calls; no GPU here), and the
+node and cluster checks across ranks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness.accept import health
+from harness.accept.checks import Check
+
+# NVML call -> the state key it answers with.
+CALLS = {
+    "nvmlDeviceGetName": "name", "nvmlDeviceGetUUID": "uuid", "nvmlSystemGetDriverVersion": "driver",
+    "nvmlSystemGetCudaDriverVersion": "cuda", "nvmlDeviceGetPersistenceMode": "persistence",
+    "nvmlDeviceGetCurrPcieLinkGeneration": "gen", "nvmlDeviceGetMaxPcieLinkGeneration": "gen_max",
+    "nvmlDeviceGetCurrPcieLinkWidth": "width", "nvmlDeviceGetMaxPcieLinkWidth": "width_max",
+    "nvmlDeviceGetCurrentClocksThrottleReasons": "reasons", "nvmlDeviceGetEccMode": "ecc_mode",
+    "nvmlDeviceGetRemappedRows": "remapped",
+}  # fmt: skip
+
+
+class FakeNvml:
+    """The NVML queries the health checks make, answering what a test sets (None: not supported)."""
+
+    NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
+
+    def __init__(self, **state: Any) -> None:
+        self.state = {
+            "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-aaaa", "driver": "580.159.04", "cuda": 13000,
+            "persistence": 1, "gen": 5, "gen_max": 5, "width": 16, "width_max": 16, "reasons": 0,
+            "ecc_mode": [1, 1], "ecc_volatile": 0, "ecc_aggregate": 0, "remapped": (0, 0, 0, 0),
+        }  # fmt: skip
+        self.state.update(state)
+
+    def _get(self, key: str) -> Any:
+        value = self.state[key]
+        if value is None:
+            raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+        return value
+
+    def nvmlInit(self) -> None: ...
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("nvmlDeviceGetHandleBy"):
+            return lambda key: key
+        return lambda *_args: self._get(CALLS[name])
+
+    def nvmlDeviceGetTotalEccErrors(self, h: str, kind: int, counter: int) -> int:
+        return self._get("ecc_volatile" if counter == 0 else "ecc_aggregate")
+
+
+def facts(host: str = "n1", rank: int = 0, **nvml_state: Any) -> dict[str, Any]:
+    f = {"host": host, "rank": rank, "local_rank": rank % 8, "local_index": rank % 8, "device_type": "cuda",
+         "cores": 64, "memory_bytes": 2**40, "torch_cuda": "13.0", "visible_gpus": 8, "nvml": True}  # fmt: skip
+    f.update(health.gpu_facts(FakeNvml(**nvml_state), "h"))
+    return f
+
+
+def status(checks: list[Check], name: str, subject: str | None = None) -> tuple[str, str]:
+    (c,) = [c for c in checks if c.name == name and (subject is None or c.subject == subject)]
+    return c.status, c.reason
+
+
+def test_a_healthy_gpu_passes_every_check() -> None:
+    checks = health.evaluate([facts()], gpus_per_node=8)
+    assert {c.name: c.status for c in checks if c.scope == "gpu"} == {
+        "uuid_history": "pass", "ecc": "pass", "remapped_rows": "pass", "pcie_link": "pass", "throttle": "pass",
+        "persistence": "pass",
+    }  # fmt: skip
+    assert status(checks, "gpu_count") == ("pass", "8 GPUs")
+
+
+@pytest.mark.parametrize(
+    ("state", "name", "expected", "text"),
+    [
+        ({"ecc_volatile": 3}, "ecc", "fail", "3 uncorrected ECC errors since the driver loaded"),
+        ({"ecc_aggregate": 2}, "ecc", "warn", "in the GPU's lifetime"),
+        ({"ecc_mode": [0, 0]}, "ecc", "warn", "ECC is disabled"),
+        ({"ecc_volatile": None, "ecc_aggregate": None}, "ecc", "n/a", "no ECC counters"),
+        ({"remapped": (0, 0, 1, 0)}, "remapped_rows", "fail", "pending"),
+        ({"remapped": (0, 0, 0, 1)}, "remapped_rows", "fail", "needs service"),
+        ({"remapped": (5, 2, 0, 0)}, "remapped_rows", "warn", "2 rows remapped"),
+        ({"remapped": None}, "remapped_rows", "n/a", "not reported"),
+        ({"width": 8}, "pcie_link", "fail", "PCIe link x8, the GPU supports x16"),
+        ({"gen": 1}, "pcie_link", "warn", "gen1 of gen5"),
+        ({"reasons": 0x8}, "throttle", "fail", "hw_slowdown"),
+        ({"reasons": 0x4}, "throttle", "warn", "sw_power_cap"),
+        ({"reasons": 0x1}, "throttle", "pass", "no throttle reason"),  # idle is not throttling
+        ({"persistence": 0}, "persistence", "warn", "persistence mode off"),
+    ],
+)
+def test_gpu_fault_verdicts(state: dict, name: str, expected: str, text: str) -> None:
+    got, reason = status(health.evaluate([facts(**state)]), name)
+    assert got == expected and text in reason, reason
+
+
+def test_without_nvml_the_gpu_checks_are_listed_not_applicable() -> None:
+    f = {"host": "n1", "rank": 0, "local_index": 0, "device_type": "cuda", "cores": 8, "memory_bytes": 2**35,
+         "nvml": False, "nvml_error": "NVMLError_LibraryNotFound"}  # fmt: skip
+    checks = health.evaluate([f])
+    gpu = [c for c in checks if c.scope == "gpu"]
+    assert len(gpu) == 5 and all(c.status == "n/a" and "LibraryNotFound" in c.reason for c in gpu)
+
+
+def test_node_and_cluster_checks_across_ranks() -> None:
+    ranks = [facts("n1", 0), facts("n1", 1), facts("n2", 8, driver="575.0"), facts("n3", 16)]
+    ranks[3]["visible_gpus"] = 7
+    ranks[3]["cores"] = 32
+    checks = health.evaluate(ranks, gpus_per_node=8, known_bad={"GPU-aaaa": "run r0: ecc on n9 gpu0"})
+    assert status(checks, "gpu_count", "n3") == ("fail", "7 GPUs visible, 8 expected")
+    assert status(checks, "cpu_cores", "n3")[0] == "fail" and status(checks, "cpu_cores", "n1")[0] == "pass"
+    state, reason = status(checks, "driver_consistent")
+    assert state == "fail" and "575.0 on n2" in reason and "580.159.04 on n1, n3" in reason
+    history = [c for c in checks if c.name == "uuid_history"]
+    assert all(c.status == "warn" and "was flagged before: run r0" in c.reason for c in history)
+
+
+def test_cpu_nodes_list_gpu_checks_as_not_applicable() -> None:
+    f = {"host": "n1", "rank": 0, "local_rank": 0, "device_type": "cpu", "cores": 2, "memory_bytes": 2**34}
+    checks = health.evaluate([f])
+    assert status(checks, "gpu_health")[0] == "n/a" and status(checks, "gpu_count")[0] == "n/a"
+    assert status(checks, "driver_consistent")[0] == "n/a"
