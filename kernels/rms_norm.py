@@ -66,20 +66,24 @@ def _rms_norm_bwd(DY, X, W, RSTD, DX, DW_PARTIAL, n_rows, n_cols, rows_per_progr
     tl.store(DW_PARTIAL + pid.to(tl.int64) * n_cols + cols, dw, mask=mask)
 
 
+def _forward(x2: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, cols = x2.shape
+    y = torch.empty_like(x2)
+    rstd = torch.empty(rows, dtype=torch.float32, device=x2.device)
+    block = triton.next_power_of_2(cols)
+    if rows:
+        _rms_norm_fwd[(rows,)](x2, weight, y, rstd, cols, eps, BLOCK=block, num_warps=num_warps(block))
+    return y, rstd
+
+
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        rows, cols = x2.shape
-        y = torch.empty_like(x2)
-        rstd = torch.empty(rows, dtype=torch.float32, device=x.device)
-        block = triton.next_power_of_2(cols)
-        if rows:
-            _rms_norm_fwd[(rows,)](x2, weight, y, rstd, cols, eps, BLOCK=block, num_warps=num_warps(block))
+        x2 = x.reshape(-1, x.shape[-1])
+        y, rstd = _forward(x2, weight, eps)
         ctx.save_for_backward(x2, weight, rstd)
-        ctx.shape = shape
-        return y.view(shape)
+        ctx.shape = x.shape
+        return y.view(x.shape)
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
@@ -117,4 +121,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.
     if x.shape[-1] > MAX_HIDDEN:
         raise KernelInputError(f"rms_norm: hidden size {x.shape[-1]} is above the kernel's limit of {MAX_HIDDEN}")
     mark("rms_norm", "triton")
-    return _RMSNorm.apply(x.contiguous(), weight.contiguous(), float(eps))
+    x, weight = x.contiguous(), weight.contiguous()
+    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+        return _forward(x.view(-1, x.shape[-1]), weight, float(eps))[0].view(x.shape)  # no autograd bookkeeping
+    return _RMSNorm.apply(x, weight, float(eps))

@@ -84,4 +84,7 @@ def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor)
         return reference.rope(q, k, cos, sin)
     mark("rope", "triton")
     cos32, sin32 = cos.float().contiguous(), sin.float().contiguous()
-    return _Rope.apply(q.contiguous(), k.contiguous(), cos32, sin32)
+    q, k = q.contiguous(), k.contiguous()
+    if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)):
+        return _rotate(q, cos32, sin32, 1.0), _rotate(k, cos32, sin32, 1.0)  # no autograd bookkeeping
+    return _Rope.apply(q, k, cos32, sin32)

@@ -33,15 +33,19 @@ def _swiglu_bwd(DY, G, U, DG, DU, n, BLOCK: tl.constexpr):
     tl.store(DG + offs, (dy * u * sig * (1.0 + g * (1.0 - sig))).to(DG.dtype.element_ty), mask=mask)
 
 
+def _forward(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    y = torch.empty_like(gate)
+    n = gate.numel()
+    if n:
+        _swiglu_fwd[(triton.cdiv(n, BLOCK),)](gate, up, y, n, BLOCK=BLOCK, num_warps=4)
+    return y
+
+
 class _SwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        y = torch.empty_like(gate)
-        n = gate.numel()
-        if n:
-            _swiglu_fwd[(triton.cdiv(n, BLOCK),)](gate, up, y, n, BLOCK=BLOCK, num_warps=4)
         ctx.save_for_backward(gate, up)
-        return y
+        return _forward(gate, up)
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
@@ -67,4 +71,7 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
         mark("swiglu", "torch")
         return reference.swiglu(gate, up)
     mark("swiglu", "triton")
-    return _SwiGLU.apply(gate.contiguous(), up.contiguous())
+    gate, up = gate.contiguous(), up.contiguous()
+    if not (torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad)):
+        return _forward(gate, up)  # no autograd bookkeeping
+    return _SwiGLU.apply(gate, up)

@@ -50,6 +50,8 @@ class BenchSpec:
     """Model presets giving the kernels' sizes; None: the device's default."""
     kernel_tokens: int | None = None
     """Tokens per kernel call; None: the device's default."""
+    kernel_timing: str = "launch"
+    """launch (calls issued from Python) or graph (CUDA graph replay)."""
 
 
 @dataclass

@@ -73,6 +73,21 @@ def _rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return float((actual.float() - expected).abs().max() / scale)
 
 
+def _graphed(call: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
+    """`call` captured in a CUDA graph (after warm-up on a side stream, as torch's docs say):
+    replaying it costs one launch, so the timing is the device's alone."""
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(3):  # compile, autotune and settle the allocator outside the capture
+            call()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call()
+    return graph.replay
+
+
 def build_case(case: dict, dims: Dims, device: torch.device, *, seed: int) -> OpCase:
     """Allocate one case; the first run after `reset` keeps its results for `verify`."""
     op, impl, mode = case["op"], case["impl"], case["mode"]
@@ -97,20 +112,28 @@ def build_case(case: dict, dims: Dims, device: torch.device, *, seed: int) -> Op
     state: dict[str, Any] = {"capture": False, "results": None, "peak": None}
     output = torch.empty(expected[0].shape, dtype=dtype, device=device)
 
+    def call() -> list[torch.Tensor]:
+        outs = _flat(fn(*args, *others))
+        return outs + (list(torch.autograd.grad(outs, args, grads_in)) if backward else [])
+
+    timed = _graphed(call, device) if case.get("timing") == "graph" else call
+
     def run() -> None:
-        if state["capture"] and device.type == "cuda":
+        if not state["capture"]:
+            timed()
+            return
+        # The checked run (once, eager, untimed): keep the results and the peak memory.
+        state["capture"] = False
+        if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
-        outs = _flat(fn(*args, *others))
-        results = outs + (list(torch.autograd.grad(outs, args, grads_in)) if backward else [])
-        if state["capture"]:  # the checked run only: the timed ones keep nothing
-            state["capture"] = False
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-                state["peak"] = torch.cuda.max_memory_allocated(device) - base
-            state["results"] = [r.detach() for r in results]
-            output.copy_(results[0].detach())
+        results = call()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            state["peak"] = torch.cuda.max_memory_allocated(device) - base
+        state["results"] = [r.detach() for r in results]
+        output.copy_(results[0].detach())
 
     def reset() -> None:
         state["capture"] = True

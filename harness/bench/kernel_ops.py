@@ -106,7 +106,7 @@ class Kernels(Benchmark):
     name = "kernels"
     description = "fused Triton ops vs PyTorch eager and torch.compile: time, GB/s, speedups, peak memory"
     collective = False
-    keys = ("dtype", "kernel_ops", "kernel_impls", "kernel_models", "kernel_tokens", "warmup", "iters")
+    keys = ("dtype", "kernel_ops", "kernel_impls", "kernel_models", "kernel_tokens", "kernel_timing", "warmup", "iters")
     columns = (
         Column("rank", "rank"),
         Column("op", "op"),
@@ -139,6 +139,8 @@ class Kernels(Benchmark):
         self._seconds.clear()
         self._copy_gbps = None
         impls = spec.kernel_impls or IMPLS
+        if spec.kernel_timing == "graph" and env.device_type != "cuda":
+            raise ConfigError(f"bench.kernel_timing=graph needs a CUDA device; on {env.device_type} use launch")
         if env.device_type != "cuda" and "fused" in impls:
             if spec.kernel_impls:
                 raise ConfigError(f"bench.kernel_impls: fused needs a CUDA device (Triton); choices on "
@@ -166,8 +168,10 @@ class Kernels(Benchmark):
                         need += tokens * dims.vocab_size * (2 * size + 8)
                     env.require(need, f"kernels: {op} at the sizes of {model} with {tokens} tokens")
                     for mode in MODES:
+                        timing = "launch" if op == "fused_linear_cross_entropy" else spec.kernel_timing
                         for impl in impls:
                             cases.append({"op": op, "model": model, "mode": mode, "impl": impl, "dtype": dtype,
+                                          "timing": timing,
                                           "tokens": tokens, "shape": " ".join("x".join(map(str, s)) for s in
                                                                               shapes.values()),
                                           "bytes": op_bytes(op, shapes, size, mode)})  # fmt: skip
@@ -201,7 +205,8 @@ class Kernels(Benchmark):
                     out[f"speedup_vs_{base}"] = before / seconds
             return out
 
-        return Case({k: case[k] for k in ("op", "model", "mode", "impl", "dtype", "tokens", "shape", "bytes")},
+        labels = ("op", "model", "mode", "impl", "dtype", "tokens", "shape", "bytes", "timing")
+        return Case({k: case[k] for k in labels},
                     op_case.run, op_case.verify, op_case.output, figures, reset=op_case.reset)  # fmt: skip
 
     def _copy_case(self, case: dict, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Case:

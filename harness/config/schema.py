@@ -85,6 +85,10 @@ class BenchConfig:
     llama3-70b on GPU, small on CPU."""
     kernel_tokens: Any = None
     """Tokens per kernel call (rows of the activations); null: 16384 on GPU (4 x 4096), 256 on CPU."""
+    kernel_timing: str = "launch"
+    """launch: time each call as issued from Python (what a training step sees); graph: replay a
+    CUDA graph of the call, the device's time alone (like nccl-tests -G; GPU only; the fused
+    cross-entropy, which reads its target count on the host, stays at launch)."""
 
 
 @dataclass

@@ -181,6 +181,7 @@ def _kernel_options(bench: BenchConfig) -> dict[str, Any]:
         "kernel_impls": _choices("bench.kernel_impls", bench.kernel_impls, IMPLS),
         "kernel_models": _choices("bench.kernel_models", bench.kernel_models, group_options("model")),
         "kernel_tokens": None if tokens is None else _int_at_least("bench.kernel_tokens", tokens, 1),
+        "kernel_timing": _choices("bench.kernel_timing", bench.kernel_timing, ("launch", "graph"))[0],
     }
 
 

@@ -142,3 +142,18 @@ def test_default_chunk_keeps_logits_near_hidden_size() -> None:
     assert chunk == 1024  # at least MIN_CHUNK rows: each chunk reads the whole weight
     assert kernels.cross_entropy.default_chunk_size(3, 4096, 100) == 4
     assert kernels.cross_entropy.default_chunk_size(65536, 4096, 128256) == 2048
+
+
+def test_without_gradients_the_forward_needs_no_autograd() -> None:
+    """Inference (no tensor needs a gradient) takes the direct launch, with the same results."""
+    x, w = torch.randn(5, 40), torch.randn(40)
+    gate, up = torch.randn(3, 50), torch.randn(3, 50)
+    q, k = torch.randn(1, 6, 4, 8), torch.randn(1, 6, 2, 8)
+    cos, sin = rope_tables(8, 6, 10000.0)
+    with torch.no_grad():
+        y = kernels.rms_norm(x.requires_grad_(), w)
+        assert y.grad_fn is None and kernels.last_path("rms_norm") == "triton"
+        assert_close(y, reference.rms_norm(x, w), torch.float32, "no-grad rms_norm")
+        assert_close(kernels.swiglu(gate, up), reference.swiglu(gate, up), torch.float32, "no-grad swiglu")
+        for got, want in zip(kernels.rope(q, k, cos, sin), reference.rope(q, k, cos, sin), strict=True):
+            assert_close(got, want, torch.float32, "no-grad rope")

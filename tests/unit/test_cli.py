@@ -54,6 +54,8 @@ def test_bench_help_lists_benchmarks_and_keys(capsys: pytest.CaptureFixture[str]
         (["bench", "kernels", "bench.kernel_ops=[layernorm]"], "bench.kernel_ops: unknown 'layernorm'; choices: rms"),
         (["bench", "kernels", "bench.kernel_impls=[fused]"], "fused needs a CUDA device (Triton); choices on cpu"),
         (["bench", "kernels", "bench.kernel_models=[gpt5]"], "bench.kernel_models: unknown 'gpt5'; choices: gpt3"),
+        (["bench", "kernels", "bench.kernel_timing=graph"], "bench.kernel_timing=graph needs a CUDA device"),
+        (["bench", "kernels", "bench.kernel_timing=fast"], "bench.kernel_timing: unknown 'fast'; choices: launch"),
         (["bench", "kernels", "bench.kernel_tokens=0"], "bench.kernel_tokens=0 must be a whole number >= 1"),
         (["bench", "kernels", "bench.dtype=float64"], "'float64' is not available for kernels on cpu; choices: bf"),
         (["bench", "kernels", "bench.kernel_models=[llama3-405b]", "bench.kernel_tokens=1000000"], "GiB is free"),
