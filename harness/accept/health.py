@@ -37,6 +37,8 @@ def gpu_facts(nvml: Any, handle: Any) -> dict[str, Any]:
     ecc_mode = _try(n.nvmlDeviceGetEccMode, handle)  # (current, pending)
     kind = getattr(n, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", 1)
     return {
+        "nvml_index": _try(n.nvmlDeviceGetIndex, handle),
+        "nvml_gpus": _try(n.nvmlDeviceGetCount),
         "nvml_name": _try(n.nvmlDeviceGetName, handle),
         "uuid": _try(n.nvmlDeviceGetUUID, handle),
         "driver": _try(n.nvmlSystemGetDriverVersion),
@@ -52,6 +54,15 @@ def gpu_facts(nvml: Any, handle: Any) -> dict[str, Any]:
         "ecc_aggregate_uncorrected": _try(n.nvmlDeviceGetTotalEccErrors, handle, kind, 1),
         "remapped_rows": None if remapped is None else [int(x) for x in remapped],
     }
+
+
+def name_by_nvml(facts: dict[str, Any]) -> None:
+    """Under Slurm's per-task GPU binding every rank sees its GPU as CUDA device 0: name and
+    count GPUs as NVML does (PCI order, all GPUs of the node), as admins see them in nvidia-smi."""
+    if facts.get("nvml_index") is not None:
+        facts["local_index"] = facts["nvml_index"]
+    if facts.get("nvml_gpus") is not None:
+        facts["visible_gpus"] = facts["nvml_gpus"]
 
 
 def collect(device: torch.device, *, host: str, rank: int, local_rank: int, uuid: str | None,
@@ -76,6 +87,7 @@ def collect(device: torch.device, *, host: str, rank: int, local_rank: int, uuid
 
         facts.update(gpu_facts(nvml, nvml_handle(nvml, uuid, device.index or 0)))
         facts["uuid"] = facts.get("uuid") or uuid
+        name_by_nvml(facts)
         facts["nvml"] = True
     except Exception as exc:  # no NVML library or no permission: GPU health is not applicable
         facts["nvml"] = False
@@ -159,7 +171,9 @@ def _node_checks(by_host: dict[str, list[dict]], gpus_per_node: int | None, core
     for host, facts in sorted(by_host.items()):
         where = {"scope": "node", "subject": host, "host": host}
         gpu = facts[0]["device_type"] == "cuda"
-        count = facts[0].get("visible_gpus") if gpu else 0
+        # GPUs on the node: what NVML (or CUDA) sees, and at least the distinct GPUs the ranks used.
+        used = len({f.get("uuid") or f["rank"] for f in facts})
+        count = max([used, *(f.get("visible_gpus") or 0 for f in facts)]) if gpu else 0
         if gpus_per_node is None:
             out.append(Check("gpu_count", status="n/a", reason="no expected count (accept.gpus_per_node)", value=count,
                              **where))  # fmt: skip

@@ -160,7 +160,7 @@ def run(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord | None) -> Outc
             offset += plan.total
     if not record:
         return Outcome()
-    return _conclude(cfg, ctx, record, profile, all_facts or [], rows)
+    return _conclude(cfg, ctx, record, profile, all_facts or [], rows, nodes)
 
 
 def _plans(cfg: RunConfig, ctx: dist.DistContext, profile: hardware.Profile, nodes: int, per_node: int
@@ -188,13 +188,14 @@ def _not_run(rows: dict[str, list[dict]], nodes: int, per_node: int) -> list[Che
 
 
 def _conclude(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord, profile: hardware.Profile,
-              facts: list[dict], rows: dict[str, list[dict]]) -> Outcome:  # fmt: skip
+              facts: list[dict], rows: dict[str, list[dict]], nodes: int) -> Outcome:  # fmt: skip
+    """Rank 0 only (no collective call here): checks, verdict, report files."""
     by_rank = {f["rank"]: {**f, "index": f.get("local_index")} for f in facts}
     checks: list[Check] = health.evaluate(facts, gpus_per_node=cfg.accept.gpus_per_node,
                                           cores_per_node=cfg.accept.cores_per_node,
                                           known_bad=known_bad(cfg.results.dir))  # fmt: skip
     checks += gates.correctness(rows, by_rank, ctx.device.type)
-    checks += _not_run(rows, node_count(ctx), max(1, ctx.launch.local_world_size))
+    checks += _not_run(rows, nodes, max(1, ctx.launch.local_world_size))
     figures = gates.figures_from_rows(rows, by_rank, ctx.device.type)
     checks += gates.judge(figures, profile, site=dict(cfg.site.references), partition=_partition(cfg),
                           outlier_mad=float(cfg.accept.outlier_mad),
@@ -203,7 +204,7 @@ def _conclude(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord, profile:
     exclude = report.exclude_list(checks)
     drains = report.drain_lines(checks, record.run_id)
     meta = {"run": record.run_id, "hardware profile": profile.name, "site": cfg.site.name,
-            "partition": _partition(cfg), "nodes": node_count(ctx), "ranks": ctx.world_size,
+            "partition": _partition(cfg), "nodes": nodes, "ranks": ctx.world_size,
             "devices": ", ".join(sorted({str(f.get("name") or f.get("device_type")) for f in facts}))}  # fmt: skip
     record.add_rows([{"bench": "accept_check", "passed": c.status != "fail",
                       **{k: v for k, v in c.to_dict().items() if v is not None}} for c in checks])  # fmt: skip

@@ -5,6 +5,7 @@ the float32 reference (`kernels.reference`) with autograd for the gradients."""
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -140,7 +141,10 @@ def build_case(case: dict, dims: Dims, device: torch.device, *, seed: int) -> Op
 
     def verify() -> dict[str, Any]:
         results = [output, *state["results"][1:]]  # `output` is what fault injection corrupts
-        error = max(_rel_error(r, e) for r, e in zip(results, expected, strict=True))
-        return {"max_rel_error": error, "passed": error <= TOLERANCE[case["dtype"]], "peak_mem_bytes": state["peak"]}
+        errors = [_rel_error(r, e) for r, e in zip(results, expected, strict=True)]
+        # A NaN compares false with everything: it must fail the row, not drop out of max().
+        error = float("nan") if any(math.isnan(e) for e in errors) else max(errors)
+        passed = all(e <= TOLERANCE[case["dtype"]] for e in errors)
+        return {"max_rel_error": error, "passed": passed, "peak_mem_bytes": state["peak"]}
 
     return OpCase(run, verify, output, reset)

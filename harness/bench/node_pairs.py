@@ -1,9 +1,11 @@
 """node_pairs: every rank exchanges a buffer with its counterpart on a partner node (same local
-rank), both directions at once, in two rounds of disjoint node pairs: (0,1), (2,3), ... then
-(1,2), (3,4), ... (n−1, 0). A node with a bad link is slow in both of its rounds while its
+rank), both directions at once, in rounds of disjoint node pairs: (0,1), (2,3), ... then
+(1,2), (3,4), ... (n−1, 0), and for an odd n a third round (n−1, 0), so that every node meets
+two different partners. A node with a bad link is slow in both of its rounds while its
 neighbours are slow in only one, so a node's best round localises the fault to the node
-rather than to a ring. GB/s = bytes / t per direction (busbw of send/recv, factor 1). Ranks
-whose node has no partner in a round idle through it and report no figure.
+rather than to a ring. (With two nodes there is one pair: a slow link shows, but not which
+end.) GB/s = bytes / t per direction (busbw of send/recv, factor 1). Ranks whose node has no
+partner in a round idle through it and report no figure.
 """
 
 from __future__ import annotations
@@ -20,10 +22,20 @@ from harness.devices import DTYPES
 from harness.dist import Comm, DistContext
 
 
+def rounds(nodes: int) -> tuple[int, ...]:
+    """The rounds a job of `nodes` nodes runs."""
+    if nodes == 2:
+        return (0,)  # both rounds would be the same pair
+    return (0, 1, 2) if nodes % 2 else (0, 1)
+
+
 def partner(node: int, nodes: int, round_: int) -> int | None:
-    """The node paired with `node` in round 0 ((0,1), (2,3), ...) or round 1 ((1,2), ..., (n−1,0))."""
+    """The node paired with `node` in round 0 ((0,1), (2,3), ...), round 1 ((1,2), ..., (n−1,0))
+    or, for odd n, round 2 ((n−1, 0): the two ends, each idle in one of the first rounds)."""
     if nodes < 2:
         return None
+    if round_ == 2:
+        return {0: nodes - 1, nodes - 1: 0}.get(node) if nodes % 2 else None
     first = node - round_  # position counted from the round's first node
     mate = node + 1 if first % 2 == 0 else node - 1
     if round_ == 1 and nodes % 2 == 0:
@@ -59,14 +71,13 @@ class NodePairs(Benchmark):
             env.note("node_pairs: needs at least 2 nodes; skipped")
             return []
         env.require(2 * spec.max_bytes, f"bench.max_bytes={units.format_bytes(spec.max_bytes)}: node_pairs")
-        rounds = (0,) if env.nodes == 2 else (0, 1)  # with two nodes both rounds are the same pair
         cases = []
         for dtype in dtypes:
             size = DTYPES[dtype][1]
             for requested in message_sizes(spec.min_bytes, spec.max_bytes, spec.step_factor):
                 count = requested // size
                 if count:
-                    for round_ in rounds:
+                    for round_ in rounds(env.nodes or 2):
                         cases.append({"round": round_, "dtype": dtype, "bytes": count * size, "count": count})
         return cases
 

@@ -10,7 +10,7 @@ from harness.bench import BENCHMARKS, PlanEnv
 from harness.bench.driver import Fault, SuitePlan, Telemetry, plan_suite, run_suite
 from harness.config.schema import RunConfig
 from harness.config.validate import bench_spec
-from harness.errors import EXIT_FAILED, EXIT_OK
+from harness.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from harness.results import RunRecord
 from harness.runner import Outcome
 
@@ -51,8 +51,16 @@ def min_free_memory(ctx: dist.DistContext) -> int:
 
 
 def node_count(ctx: dist.DistContext) -> int:
-    """Nodes of the job: ranks are placed node by node with the same count on each."""
-    return max(1, ctx.world_size // max(1, ctx.launch.local_world_size))
+    """Nodes of the job (collective: every rank calls it). Ranks are placed node by node with
+    the same count on each; a job with different counts per node (srun -N2 -n7) is refused on
+    every rank alike, since the per-node stages would pair ranks that do not exist."""
+    per_node = torch.tensor([ctx.launch.local_world_size, -ctx.launch.local_world_size], device=ctx.device)
+    torch.distributed.all_reduce(per_node, op=torch.distributed.ReduceOp.MAX)
+    most, fewest = int(per_node[0]), -int(per_node[1])
+    if most != fewest:
+        raise ConfigError(f"nodes run between {fewest} and {most} ranks; per-node stages need the same count on "
+                          "every node (e.g. srun --ntasks-per-node)")  # fmt: skip
+    return max(1, ctx.world_size // max(1, most))
 
 
 def telemetry_for(cfg: RunConfig, ctx: dist.DistContext) -> tuple[Telemetry, str | None]:

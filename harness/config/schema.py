@@ -322,7 +322,7 @@ class FaultConfig:
     slow_factor: float = 3.0
     """How much slower the slow rank's figures come out."""
     corrupt_rank: Any = None
-    """Rank that perturbs its first result, so the correctness gate must name it."""
+    """Rank that perturbs its first result (of each acceptance stage), so the correctness gate must name it."""
 
 
 @dataclass

@@ -90,7 +90,7 @@ def test_ctrl_c_records_an_interrupted_run(results_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["bench", "nosuch"], "unknown benchmark 'nosuch'; choices: gemm, memory, host_link, hpl, all_reduce"),
+        (["bench", "nosuch"], "unknown benchmark 'nosuch'; choices: gemm, memory, host_link, hpl, kernels, node_pairs"),
         (["bench", "all_reduce", "bench.bogus=1"], "unknown config key 'bench.bogus'"),
         (["bench", "all_reduce", "bench.max_bytes=-1"], "bench.max_bytes"),
         (["bench", "gemm", "bench.dtype=tf32"], "'tf32' is not available for gemm on cpu"),

@@ -178,3 +178,33 @@ def test_auto_profile_detection_and_unknown_device() -> None:
     assert hardware.resolve({"name": "auto"}, "AMD EPYC 9654", "cpu").name == "cpu"
     with pytest.raises(ConfigError, match=r"known profiles: a100-sxm, b200, cpu.*add configs/hardware/<name>\.yaml"):
         hardware.resolve({"name": "auto"}, "Some Future GPU", "cuda")
+
+
+@pytest.mark.parametrize("nodes", [2, 3, 4, 5, 7])
+def test_node_pair_rounds_give_every_node_two_partners_when_it_can(nodes: int) -> None:
+    from harness.bench.node_pairs import partner, rounds
+
+    for r in rounds(nodes):  # each round pairs nodes both ways, each node at most once
+        for node in range(nodes):
+            mate = partner(node, nodes, r)
+            assert mate is None or partner(mate, nodes, r) == node
+    for node in range(nodes):
+        partners = {partner(node, nodes, r) for r in rounds(nodes)} - {None}
+        assert len(partners) == min(2, nodes - 1), (node, partners)
+
+
+def test_odd_node_count_does_not_flag_the_bad_nodes_neighbour() -> None:
+    """5 nodes, node n2's link slow: n1 (idle in no round now) clears itself with its other partner."""
+    from harness.bench.node_pairs import partner, rounds
+
+    hosts = [f"n{i + 1}" for i in range(5)]
+    rows = []
+    for r in rounds(5):
+        for node in range(5):
+            mate = partner(node, 5, r)
+            if mate is not None:
+                gbps = 2.0 if "n2" in (hosts[node], hosts[mate]) else 10.0
+                rows.append({"host": hosts[node], "round": r, "bytes": 1 << 20, "busbw_gbps": gbps})
+    figures = gates.figures_from_rows({"node_pairs": rows}, {}, "cpu")
+    outliers = by(judge(figures), "node_pair_busbw_gbps_outlier")
+    assert [c.subject for c in outliers if c.status == "fail"] == ["n2"]

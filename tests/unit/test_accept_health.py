@@ -17,7 +17,7 @@ CALLS = {
     "nvmlDeviceGetCurrPcieLinkGeneration": "gen", "nvmlDeviceGetMaxPcieLinkGeneration": "gen_max",
     "nvmlDeviceGetCurrPcieLinkWidth": "width", "nvmlDeviceGetMaxPcieLinkWidth": "width_max",
     "nvmlDeviceGetCurrentClocksThrottleReasons": "reasons", "nvmlDeviceGetEccMode": "ecc_mode",
-    "nvmlDeviceGetRemappedRows": "remapped",
+    "nvmlDeviceGetRemappedRows": "remapped", "nvmlDeviceGetIndex": "index", "nvmlDeviceGetCount": "count",
 }  # fmt: skip
 
 
@@ -30,7 +30,8 @@ class FakeNvml:
         self.state = {
             "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-aaaa", "driver": "580.159.04", "cuda": 13000,
             "persistence": 1, "gen": 5, "gen_max": 5, "width": 16, "width_max": 16, "reasons": 0,
-            "ecc_mode": [1, 1], "ecc_volatile": 0, "ecc_aggregate": 0, "remapped": (0, 0, 0, 0),
+            "ecc_mode": [1, 1], "ecc_volatile": 0, "ecc_aggregate": 0, "remapped": (0, 0, 0, 0), "index": 0,
+            "count": 8,
         }  # fmt: skip
         self.state.update(state)
 
@@ -122,3 +123,23 @@ def test_cpu_nodes_list_gpu_checks_as_not_applicable() -> None:
     checks = health.evaluate([f])
     assert status(checks, "gpu_health")[0] == "n/a" and status(checks, "gpu_count")[0] == "n/a"
     assert status(checks, "driver_consistent")[0] == "n/a"
+
+
+def test_gpus_are_named_and_counted_as_nvml_sees_them() -> None:
+    """Under Slurm's per-task GPU binding every rank's CUDA device is 0 and CUDA sees one GPU:
+    NVML's index and count name the GPU and count the node's GPUs."""
+    ranks = []
+    for i in range(4):
+        f = {**facts("n1", i, uuid=f"GPU-{i}", index=i, count=4), "local_index": 0, "visible_gpus": 1}
+        health.name_by_nvml(f)
+        ranks.append(f)
+    checks = health.evaluate(ranks, gpus_per_node=4)
+    assert status(checks, "gpu_count") == ("pass", "4 GPUs")
+    assert sorted(c.subject for c in checks if c.name == "ecc") == ["n1 gpu0", "n1 gpu1", "n1 gpu2", "n1 gpu3"]
+
+
+def test_gpu_count_is_at_least_the_gpus_the_ranks_used() -> None:
+    ranks = [facts("n1", i, uuid=f"GPU-{i}") for i in range(3)]
+    for f in ranks:
+        f["visible_gpus"] = 1  # NVML missing the count: the distinct UUIDs still count
+    assert status(health.evaluate(ranks, gpus_per_node=3), "gpu_count") == ("pass", "3 GPUs")

@@ -65,3 +65,28 @@ def test_a_wrong_kernel_result_fails_its_check() -> None:
     built.output.view(-1)[5] += 1.0  # one wrong element among 3 x 352
     check = built.verify()
     assert not check["passed"] and check["max_rel_error"] > 0.01
+
+
+def test_a_nan_gradient_fails_the_check(monkeypatch) -> None:
+    """The forward is right but one gradient is NaN: the row must fail (NaN compares false)."""
+    import torch
+
+    from harness.bench import kernel_cases
+    from kernels import reference
+
+    class NanGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w):
+            return reference.rms_norm(x, w)
+
+        @staticmethod
+        def backward(ctx, dy):
+            return torch.full_like(dy, float("nan")), torch.zeros(dy.shape[-1])
+
+    monkeypatch.setitem(kernel_cases.FUSED, "rms_norm", NanGrad.apply)
+    case = {"op": "rms_norm", "impl": "fused", "mode": "fwd_bwd", "dtype": "float32", "tokens": 3, "model": "tiny"}
+    built = kernel_cases.build_case(case, model_dims("tiny"), torch.device("cpu"), seed=0)
+    built.reset()
+    built.run()
+    check = built.verify()
+    assert not check["passed"] and check["max_rel_error"] != check["max_rel_error"]  # NaN
