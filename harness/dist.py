@@ -227,7 +227,10 @@ def _mpi_bootstrap(launch: LaunchEnv) -> LaunchEnv:
     if rank == 0:
         single_host = len(set(hosts)) == 1
         addr = "127.0.0.1" if single_host else resolve_host(socket.gethostname())
-        payload = (os.environ.get("MASTER_ADDR", addr), int(os.environ.get("MASTER_PORT", 0)) or free_port())
+        # The launcher's port where it gives one (under Slurm: derived from the job id): a port
+        # picked free here could be taken by another process before the store binds it.
+        port = int(os.environ.get("MASTER_PORT", 0)) or launch.master_port or free_port()
+        payload = (os.environ.get("MASTER_ADDR", addr), port)
     else:
         payload = None
     addr, port = comm.bcast(payload, root=0)

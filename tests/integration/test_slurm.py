@@ -241,9 +241,9 @@ def test_hydra_multirun_through_submitit(results_dir: Path, slurm_env: dict[str,
 @pytest.mark.mpi
 def test_srun_pmi2_with_the_mpi4py_bootstrap(results_dir: Path, slurm_env: dict[str, str]) -> None:
     run = run_cmd(
-        ["srun", "--mpi=pmi2", "-N", "2", "-n", "2", "harness", "bench", "all_reduce", "bench=quick",
-         "launch.bootstrap=mpi", f"results.dir={results_dir}"],
-        env=slurm_env, timeout=300,
+        ["srun", "--mpi=pmi2", "--kill-on-bad-exit=1", "-N", "2", "-n", "2", "harness", "bench", "all_reduce",
+         "bench=quick", "launch.bootstrap=mpi", "launch.timeout_s=120", f"results.dir={results_dir}"],
+        env=slurm_env, timeout=240,
     )  # fmt: skip
     assert run.proc.returncode == 0, run.output
     manifest = run.manifest
