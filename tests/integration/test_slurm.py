@@ -260,8 +260,9 @@ def test_accept_sbatch_reports_both_nodes(results_dir: Path, slurm_env: dict[str
            "HARNESS_VENV": str(Path(slurm_env["PATH"].split(":")[0]).parent)}  # fmt: skip
     done = subprocess.run(
         ["sbatch", "--parsable", "-N", "2", "--ntasks-per-node", "2", f"--output={results_dir}/%j.out",
-         str(ROOT / "slurm" / "accept.sbatch"), "accept.comm_bytes=256K", "accept.outlier_min_rel=0.3", "hardware=cpu",
-         "hardware.thresholds.memory_triad=0.5", "hardware.thresholds.all_reduce_busbw=0.2",
+         str(ROOT / "slurm" / "accept.sbatch"), "accept.comm_bytes=256K", "accept.outlier_min_rel=0.5", "hardware=cpu",
+         "hardware.thresholds.gemm_float32=0.5", "hardware.thresholds.memory_triad=0.4",
+         "hardware.thresholds.all_reduce_busbw=0.2",
          "hardware.thresholds.node_pair_busbw=0.2"],
         capture_output=True, text=True, env=env, cwd=ROOT,
     )  # fmt: skip
