@@ -5,11 +5,7 @@
 # $OUT. Wheels for Hydra and jsonschema travel in .whl/ (see benchmarks/gpu_check.sh).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_accept}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 PYTHONPATH=$PWD
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-fi
+source "$(dirname "$0")/gpu_env.sh"
 echo "=== harness accept hardware=auto (1 GPU)"
 timeout 200 python3 -m harness accept hardware=auto launch.nproc=1 accept.gpus_per_node=1 "results.dir=$OUT/accept" \
   >"$OUT/accept.log" 2>&1

@@ -11,11 +11,7 @@
 # (antlr4 is a source package: build its wheel here with `pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3`).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-fi
+source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv | tee "$OUT/nvidia-smi.txt"
 R=$OUT/results
 run() {  # name, then harness arguments

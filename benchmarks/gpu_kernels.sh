@@ -8,12 +8,7 @@
 # travel as wheels in .whl/ (see benchmarks/gpu_check.sh for the download line).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_kernels}
-mkdir -p "$OUT"
-# TRITON_INTERPRET=0: the real compiler (tests/conftest.py would otherwise turn the interpreter on).
-export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 PYTHONPATH=$PWD
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-fi
+source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv | tee "$OUT/nvidia-smi.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
   | tee -a "$OUT/nvidia-smi.txt"

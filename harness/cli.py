@@ -22,7 +22,7 @@ from harness.config import compose, expand_sweep, register_configs, resolve_npro
 from harness.config.compose import config_dir, group_options
 from harness.config.docs import describe
 from harness.config.schema import BenchConfig, RunConfig
-from harness.config.validate import validate_common
+from harness.config.validate import validate_common, validate_faults
 from harness.devices import resolve_device_type
 from harness.errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError
 
@@ -69,10 +69,9 @@ def prepare(overrides: list[str]) -> Prepared:
 
         validate(cfg, world or 1)
         return Prepared(cfg, None, device_type, world)
-    from harness.accept.task import validate as validate_accept
-    from harness.accept.task import validate_faults
-
     if cfg.task == "accept":
+        from harness.accept.task import validate as validate_accept
+
         validate_accept(cfg, world)
         return Prepared(cfg, None, device_type, world)
     validate_faults(cfg, world)

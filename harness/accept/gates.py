@@ -76,7 +76,8 @@ def figures_from_rows(rows: dict[str, list[dict]], devices: dict[int, dict], dev
         largest = max(r["bytes"] for r in node_rows)
         for r in node_rows:
             if r["bytes"] == largest and not r.get("in_place"):
-                host = devices.get(r["first_rank"], {}).get("host", "?")
+                first_rank = r["group"] * r["group_size"]  # groups are consecutive ranks, one node each
+                host = devices.get(first_rank, {}).get("host", "?")
                 out.append(Figure("all_reduce_busbw_gbps", "node", host, r["busbw_gbps"], "GB/s", host))
     world = [r for r in rows.get("all_reduce", []) if r.get("stage") == "world" and not r.get("in_place")]
     if world:  # the whole job's figure: gated by site references (no datasheet figure spans a network)

@@ -43,8 +43,9 @@ def _safe_reason(text: str) -> str:
 def drain_lines(checks: list[Check], run_id: str) -> list[str]:
     """`scontrol update ... state=drain` per flagged node, its reason made shell-safe."""
     lines = []
+    bad = flagged(checks)
     for host in bad_hosts(checks):
-        names = sorted({c.name for c in flagged(checks) if c.host == host})
+        names = sorted({c.name for c in bad if c.host == host})
         reason = _safe_reason(f"harness accept {run_id}: {', '.join(names)}")
         lines.append(f'scontrol update nodename={host} state=drain reason="{reason}"')
     return lines

@@ -17,14 +17,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness import devices, display, dist, hardware, units
+from harness import devices, display, dist, hardware, plots, units
 from harness.accept import gates, health, report
 from harness.accept.checks import Check, verdict
 from harness.bench.base import BenchSpec, PlanEnv
 from harness.bench.driver import SuitePlan, plan_suite, run_suite
 from harness.bench.task import fault_of, min_free_memory, node_count, ranks_sharing_memory, telemetry_for
 from harness.config.schema import RunConfig
-from harness.config.validate import bench_spec, parse_shapes
+from harness.config.validate import as_list, bench_spec, parse_shapes, validate_faults
 from harness.devices import DTYPES
 from harness.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from harness.results import RunRecord
@@ -37,7 +37,7 @@ DEFAULT_COMM_BYTES = {"cuda": "1G", "cpu": "4M"}
 def validate(cfg: RunConfig, world: int | None) -> None:
     """The accept.* and fault.* values, before any rank starts; ConfigError naming the key."""
     a = cfg.accept
-    for dtype in _as_list(a.gemm_dtypes) or []:
+    for dtype in as_list(a.gemm_dtypes) or []:
         if dtype not in DTYPES:
             raise ConfigError(f"accept.gemm_dtypes: unknown dtype {dtype!r}; choices: {', '.join(DTYPES)}")
     if a.gemm_shapes is not None:
@@ -55,33 +55,13 @@ def validate(cfg: RunConfig, world: int | None) -> None:
     validate_faults(cfg, world)
 
 
-def validate_faults(cfg: RunConfig, world: int | None) -> None:
-    f = cfg.fault
-    for key in ("slow_rank", "corrupt_rank"):
-        value = getattr(f, key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"fault.{key}={value!r} must be a rank (a whole number >= 0) or null")
-        if world and value >= world:
-            raise ConfigError(f"fault.{key}={value} but the job has {world} ranks; choose 0..{world - 1}")
-    if isinstance(f.slow_factor, bool) or not isinstance(f.slow_factor, int | float) or f.slow_factor < 1:
-        raise ConfigError(f"fault.slow_factor={f.slow_factor!r} must be a number >= 1")
-
-
-def _as_list(value: Any) -> list | None:
-    if value is None:
-        return None
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
 def stage_specs(cfg: RunConfig, device_type: str, profile: hardware.Profile, nodes: int, per_node: int
                 ) -> list[tuple[str, list[str], BenchSpec]]:  # fmt: skip
     """(stage, benchmarks, driver options) in order; warmup and iterations come from bench.*."""
     base = bench_spec(cfg.bench, cfg.seed)
     a = cfg.accept
     gated = [k.removeprefix("gemm_") for k in profile.thresholds if k.startswith("gemm_")]
-    dtypes = tuple(_as_list(a.gemm_dtypes) or gated or ["float32"])
+    dtypes = tuple(as_list(a.gemm_dtypes) or gated or ["float32"])
     shapes = parse_shapes("accept.gemm_shapes", a.gemm_shapes) if a.gemm_shapes else DEFAULT_SHAPES[device_type]
     comm = units.parse_bytes(str(a.comm_bytes or DEFAULT_COMM_BYTES[device_type]))
     comm_spec = dataclasses.replace(base, dtypes=("float32",), min_bytes=max(1024, comm // 64), max_bytes=comm,
@@ -147,8 +127,6 @@ def run(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord | None) -> Outc
             def on_rows(_bench: Any, new: list[dict], stage: str = stage) -> None:
                 for row in new:
                     row["stage"] = stage
-                    if "group_size" in row:
-                        row["first_rank"] = row.get("group", 0) * row["group_size"]
                     rows.setdefault(row["bench"], []).append(row)
                 if record:
                     record.add_rows(new)
@@ -209,8 +187,6 @@ def _conclude(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord, profile:
     record.add_rows([{"bench": "accept_check", "passed": c.status != "fail",
                       **{k: v for k, v in c.to_dict().items() if v is not None}} for c in checks])  # fmt: skip
     images = report.bar_plots(checks)
-    from harness import plots
-
     busbw = plots.busbw_plot({k: v for k, v in rows.items() if k == "all_reduce"})
     if busbw:
         images = {"busbw.png": busbw, **images}

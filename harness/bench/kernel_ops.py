@@ -17,6 +17,7 @@ computed on each rank from the cases of the same op, size and mode, run just bef
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,17 +72,10 @@ def op_shapes(op: str, d: Dims, tokens: int) -> dict[str, tuple[int, ...]]:
     }[op]
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
 def op_bytes(op: str, shapes: dict[str, tuple[int, ...]], size: int, mode: str) -> int:
     """Minimal bytes moved: forward reads the inputs and writes the outputs once; backward
     reads the saved inputs and the output gradients and writes the input gradients."""
-    n = {k: _numel(v) for k, v in shapes.items()}
+    n = {k: math.prod(v) for k, v in shapes.items()}
     if op == "rms_norm":  # fwd x, w -> y; bwd x, dy, w -> dx, dw
         fwd, bwd = 2 * n["x"] + n["weight"], 3 * n["x"] + 2 * n["weight"]
     elif op == "swiglu":  # fwd g, u -> y; bwd dy, g, u -> dg, du
@@ -163,7 +157,7 @@ class Kernels(Benchmark):
                     shapes = op_shapes(op, dims, tokens)
                     # Inputs, gradients and the reference's float32 copies; the unfused
                     # cross-entropy also holds its logits in float32 and their gradient.
-                    need = sum(_numel(s) for s in shapes.values()) * (2 * size + 8)
+                    need = sum(math.prod(s) for s in shapes.values()) * (2 * size + 8)
                     if op == "fused_linear_cross_entropy":
                         need += tokens * dims.vocab_size * (2 * size + 8)
                     env.require(need, f"kernels: {op} at the sizes of {model} with {tokens} tokens")

@@ -20,7 +20,8 @@ FAULTS = ("none", "wrong_result", "raise", "hang")
 _SHAPE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 
-def _as_list(value: Any) -> list[Any] | None:
+def as_list(value: Any) -> list[Any] | None:
+    """A config value as a list (a scalar becomes one item); None stays None."""
     if value is None:
         return None
     if isinstance(value, list | tuple):
@@ -51,7 +52,7 @@ def _positive_size(key: str, value: Any) -> int | None:
 
 
 def _shapes(value: Any, key: str = "bench.shapes") -> tuple[tuple[int, int, int], ...] | None:
-    items = _as_list(value)
+    items = as_list(value)
     if items is None:
         return None
     shapes = []
@@ -83,7 +84,7 @@ def _sizes(key: str, value: Any) -> list[int] | None:
         if stop < start:
             raise ConfigError(f"{key}={value!r}: stop is smaller than start")
         return list(range(start, stop + 1, step))
-    items = _as_list(value) or []
+    items = as_list(value) or []
     out = []
     for item in items:
         if isinstance(item, bool) or not str(item).strip().isdigit() or int(item) < 1:
@@ -108,7 +109,7 @@ def _grid(bench: BenchConfig) -> list[tuple[int, int, int]]:
 def _redops(value: Any) -> tuple[str, ...]:
     from harness.bench.collectives.base import REDOPS
 
-    items = _as_list(value) or []
+    items = as_list(value) or []
     for item in items:
         if item not in REDOPS:
             raise ConfigError(f"bench.redop: unknown reduction {item!r}; choices: {', '.join(REDOPS)}")
@@ -125,7 +126,7 @@ def _in_place(value: Any) -> bool | str:
 
 def bench_spec(bench: BenchConfig, seed: int) -> BenchSpec:
     """The driver's options from `bench.*`, checked."""
-    dtypes = _as_list(bench.dtype)
+    dtypes = as_list(bench.dtype)
     if dtypes is not None:
         for dtype in dtypes:
             if dtype not in DTYPES:
@@ -161,7 +162,7 @@ def bench_spec(bench: BenchConfig, seed: int) -> BenchSpec:
 
 
 def _choices(key: str, value: Any, choices: tuple[str, ...] | list[str]) -> tuple[str, ...] | None:
-    items = _as_list(value)
+    items = as_list(value)
     if items is None:
         return None
     if not items:
@@ -224,3 +225,18 @@ def validate_common(cfg: RunConfig) -> None:
         raise ConfigError(f"results.dir={cfg.results.dir!r} cannot be created: {exc.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"results.dir={cfg.results.dir!r} is not writable")
+
+
+def validate_faults(cfg: RunConfig, world: int | None) -> None:
+    """fault.*: ranks inside the job (when its size is known) and a slow-down of at least 1."""
+    f = cfg.fault
+    for key in ("slow_rank", "corrupt_rank"):
+        value = getattr(f, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"fault.{key}={value!r} must be a rank (a whole number >= 0) or null")
+        if world and value >= world:
+            raise ConfigError(f"fault.{key}={value} but the job has {world} ranks; choose 0..{world - 1}")
+    if isinstance(f.slow_factor, bool) or not isinstance(f.slow_factor, int | float) or f.slow_factor < 1:
+        raise ConfigError(f"fault.slow_factor={f.slow_factor!r} must be a number >= 1")

@@ -58,35 +58,26 @@ def test_harness_slurm_submit_two_nodes_and_wait(results_dir: Path, slurm_env: d
         assert again.proc.returncode == 0 and again.run_dir == run.run_dir, again.output
 
 
-def test_sbatch_template_directly(results_dir: Path, slurm_env: dict[str, str]) -> None:
-    env = {
-        **slurm_env,
-        "HARNESS_RESULTS": str(results_dir),
-        "HARNESS_VENV": str(Path(slurm_env["PATH"].split(":")[0]).parent),
-    }
+def sbatch_2x2(results_dir: Path, slurm_env: dict[str, str], script: str, *args: str) -> tuple[str, Path]:
+    """`sbatch -N 2 --ntasks-per-node 2 slurm/<script> ARGS` as an admin submits it; waits for the
+    job to complete and returns its log and its one run directory."""
+    env = {**slurm_env, "HARNESS_RESULTS": str(results_dir),
+           "HARNESS_VENV": str(Path(slurm_env["PATH"].split(":")[0]).parent)}  # fmt: skip
     done = subprocess.run(
-        [
-            "sbatch",
-            "--parsable",
-            "-N",
-            "2",
-            "--ntasks-per-node",
-            "2",
-            f"--output={results_dir}/%j.out",
-            str(ROOT / "slurm" / "bench.sbatch"),
-            "all_reduce",
-            "bench=quick",
-            "bench.max_bytes=1K",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+        ["sbatch", "--parsable", "-N", "2", "--ntasks-per-node", "2", f"--output={results_dir}/%j.out",
+         str(ROOT / "slurm" / script), *args],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.strip()
-    assert wait_job(job_id, env) == "COMPLETED", (results_dir / f"{job_id}.out").read_text()
+    log = results_dir / f"{job_id}.out"
+    assert wait_job(job_id, env) == "COMPLETED", log.read_text()
     (run_dir,) = [p for p in results_dir.iterdir() if p.is_dir()]
+    return log.read_text(), run_dir
+
+
+def test_sbatch_template_directly(results_dir: Path, slurm_env: dict[str, str]) -> None:
+    _, run_dir = sbatch_2x2(results_dir, slurm_env, "bench.sbatch", "all_reduce", "bench=quick", "bench.max_bytes=1K")
     check_four_ranks_on_two_nodes(run_dir)
 
 
@@ -256,21 +247,11 @@ def test_srun_pmi2_with_the_mpi4py_bootstrap(results_dir: Path, slurm_env: dict[
 def test_accept_sbatch_reports_both_nodes(results_dir: Path, slurm_env: dict[str, str]) -> None:
     """`sbatch slurm/accept.sbatch` on 2 nodes x 2 tasks: per-node all_reduce, node pairs, and a
     report naming both Slurm nodes. Four ranks share two cores: the relative gates are loosened."""
-    env = {**slurm_env, "HARNESS_RESULTS": str(results_dir),
-           "HARNESS_VENV": str(Path(slurm_env["PATH"].split(":")[0]).parent)}  # fmt: skip
-    done = subprocess.run(
-        ["sbatch", "--parsable", "-N", "2", "--ntasks-per-node", "2", f"--output={results_dir}/%j.out",
-         str(ROOT / "slurm" / "accept.sbatch"), "accept.comm_bytes=256K", "accept.outlier_min_rel=0.5", "hardware=cpu",
-         "hardware.thresholds.gemm_float32=0.5", "hardware.thresholds.memory_triad=0.4",
-         "hardware.thresholds.all_reduce_busbw=0.2",
-         "hardware.thresholds.node_pair_busbw=0.2"],
-        capture_output=True, text=True, env=env, cwd=ROOT,
+    log, run_dir = sbatch_2x2(
+        results_dir, slurm_env, "accept.sbatch", "accept.comm_bytes=256K", "accept.outlier_min_rel=0.5", "hardware=cpu",
+        "hardware.thresholds.gemm_float32=0.5", "hardware.thresholds.memory_triad=0.4",
+        "hardware.thresholds.all_reduce_busbw=0.2", "hardware.thresholds.node_pair_busbw=0.2",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    job_id = done.stdout.strip()
-    log = results_dir / f"{job_id}.out"
-    assert wait_job(job_id, env) == "COMPLETED", log.read_text()
-    (run_dir,) = [p for p in results_dir.iterdir() if p.is_dir()]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["hosts"] == ["n1", "n2"] and manifest["accept"]["verdict"] == "pass"
     rows = [json.loads(line) for line in (run_dir / "rows.jsonl").read_text().splitlines()]
@@ -278,4 +259,4 @@ def test_accept_sbatch_reports_both_nodes(results_dir: Path, slurm_env: dict[str
     for node in ("n1", "n2"):
         assert ("all_reduce_busbw_gbps", node) in checks and ("node_pair_busbw_gbps", node) in checks
     report = (run_dir / "report.md").read_text()
-    assert "| n1 |" in report and "| n2 |" in report and "acceptance: PASS" in log.read_text()
+    assert "| n1 |" in report and "| n2 |" in report and "acceptance: PASS" in log
