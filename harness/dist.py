@@ -218,9 +218,45 @@ def resolve_host(host: str) -> str:
     return host
 
 
-def _mpi_bootstrap(launch: LaunchEnv) -> LaunchEnv:
-    from mpi4py import MPI  # only under mpiexec: mpi4py is optional elsewhere
+# Slurm's mpi/pmi2 plugin takes each PMI-1 request with a single read of at most 1,024 bytes.
+# MPICH's UCX transport publishes a 4 KB business card (its address plus whatever heap follows)
+# in segments of up to ~1,000 encoded characters, so when a segment compresses badly its request
+# arrives in two pieces: slurmstepd logs "mpi/pmi2: invalid client request" and MPI_Init hangs.
+# MPICH's OFI transport publishes a card of a few dozen bytes. The bootstrap moves a few bytes,
+# so which transport carries them does not matter.
+_NETMOD_VARS = ("MPIR_CVAR_CH4_NETMOD", "MPICH_CH4_NETMOD", "MPIR_PARAM_CH4_NETMOD")
 
+
+def mpi_start_env(library_version: str, env: Mapping[str, str]) -> dict[str, str]:
+    """Variables to set before MPI starts: MPICH's OFI transport under Slurm's pmi2 plugin when
+    this MPICH has it and the user chose none; {} everywhere else."""
+    if env.get("SLURM_MPI_TYPE") != "pmi2" or not library_version.startswith("MPICH"):
+        return {}
+    if any(name in env for name in _NETMOD_VARS):
+        return {}
+    device = re.search(r"^MPICH Device:\s*(.*)$", library_version, re.MULTILINE)
+    netmods = {name.rsplit(":", 1)[-1] for name in device.group(1).split()} if device else set()
+    if netmods in (set(), {"ofi"}) or "ofi" not in netmods:  # OFI alone is already the choice
+        return {}
+    return {"MPIR_CVAR_CH4_NETMOD": "ofi"}
+
+
+def _start_mpi() -> Any:
+    """mpi4py's MPI module, started here rather than at import, so that the transport can be
+    chosen first (see mpi_start_env)."""
+    import mpi4py  # only where MPI starts the ranks: mpi4py is optional elsewhere
+
+    mpi4py.rc.initialize = False
+    from mpi4py import MPI
+
+    if not MPI.Is_initialized():
+        os.environ.update(mpi_start_env(MPI.Get_library_version(), os.environ))
+        MPI.Init()
+    return MPI
+
+
+def _mpi_bootstrap(launch: LaunchEnv) -> LaunchEnv:
+    MPI = _start_mpi()
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     hosts = comm.allgather(socket.gethostname())
@@ -234,6 +270,9 @@ def _mpi_bootstrap(launch: LaunchEnv) -> LaunchEnv:
     else:
         payload = None
     addr, port = comm.bcast(payload, root=0)
+    # MPI's part ends here. Finalizing now, on every rank together, frees MPICH's /dev/shm
+    # segments, which the os._exit at the end of a run would otherwise leave behind.
+    MPI.Finalize()
     local = [h for h in hosts[:rank] if h == hosts[rank]]
     node_rank = list(dict.fromkeys(hosts)).index(hosts[rank])
     return replace(

@@ -21,7 +21,7 @@ REDACTED = "<redacted>"
 _SECRET = re.compile(r"(TOKEN|SECRET|PASSW|PASSPHRASE|API_?KEY|ACCESS_?KEY|PRIVATE|CREDENTIAL|AUTH|COOKIE|SESSION)", re.I)
 # Variables that explain a run's behaviour; everything else in the environment stays out.
 _ENV_PREFIXES = ("SLURM_", "OMPI_", "PMI_", "PMIX_", "MPI_", "NCCL_", "CUDA_", "TORCH_", "OMP_", "MKL_",
-                 "HARNESS_", "HYDRA_", "WANDB_", "UCX_", "FI_", "GLOO_")
+                 "HARNESS_", "HYDRA_", "WANDB_", "UCX_", "FI_", "GLOO_", "MPIR_CVAR_", "MPICH_")
 _ENV_NAMES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "TORCHELASTIC_RUN_ID", "HOSTNAME")
 _PACKAGES = ("torch", "deepspeed", "hydra-core", "omegaconf", "mpi4py", "triton", "numpy", "submitit", "wandb")
 

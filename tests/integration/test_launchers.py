@@ -61,9 +61,11 @@ def test_torchrun(results_dir: Path) -> None:
 @pytest.mark.mpi
 def test_mpiexec(results_dir: Path) -> None:
     need("mpiexec", "an MPI for mpi4py (pip install mpich mpi4py; make test installs it)")
+    shm_before = set(Path("/dev/shm").glob("mpich_shm_*"))
     run = run_cmd(["mpiexec", "-n", "2", "harness", "bench", *QUICK, f"results.dir={results_dir}"])
     check_good_run(run, "mpi")
     assert "mpi" in run.manifest["versions"]
+    assert set(Path("/dev/shm").glob("mpich_shm_*")) <= shm_before  # MPI finalized after the bootstrap
 
 
 @pytest.mark.slurm

@@ -231,6 +231,9 @@ def test_hydra_multirun_through_submitit(results_dir: Path, slurm_env: dict[str,
 
 @pytest.mark.mpi
 def test_srun_pmi2_with_the_mpi4py_bootstrap(results_dir: Path, slurm_env: dict[str, str]) -> None:
+    """MPICH under Slurm's pmi2 plugin: the bootstrap takes MPICH's OFI transport (UCX's long
+    business card can be cut by slurmstepd), and MPI is finalized before the run's os._exit."""
+    shm_before = {p.name for p in Path("/dev/shm").glob("mpich_shm_*")}
     run = run_cmd(
         ["srun", "--mpi=pmi2", "--kill-on-bad-exit=1", "-N", "2", "-n", "2", "harness", "bench", "all_reduce",
          "bench=quick", "launch.bootstrap=mpi", "launch.timeout_s=120", f"results.dir={results_dir}"],
@@ -241,7 +244,10 @@ def test_srun_pmi2_with_the_mpi4py_bootstrap(results_dir: Path, slurm_env: dict[
     assert manifest["status"] == "ok" and manifest["launcher"] == "slurm" and manifest["rendezvous"] == "mpi4py"
     assert manifest["hosts"] == ["n1", "n2"] and manifest["world_size"] == 2
     assert manifest["versions"]["mpi"].startswith("MPICH")
+    assert manifest["env"]["MPIR_CVAR_CH4_NETMOD"] == "ofi"
     assert all(r["wrong"] == 0 for r in run.rows)
+    assert "mpi/pmi2" not in run.output  # slurmstepd took every PMI request
+    assert {p.name for p in Path("/dev/shm").glob("mpich_shm_*")} <= shm_before
 
 
 def test_accept_sbatch_reports_both_nodes(results_dir: Path, slurm_env: dict[str, str]) -> None:

@@ -151,3 +151,28 @@ def test_compress_hostlist_round_trip() -> None:
 def test_tasks_per_node() -> None:
     assert dist._tasks_per_node("2(x3),1") == [2, 2, 2, 1]
     assert dist._tasks_per_node("4") == [4]
+
+
+MPICH_UCX_OFI = "MPICH Version:      5.0.2\nMPICH Device:       ch4:ucx ofi\n"
+
+
+def test_mpich_under_slurm_pmi2_takes_ofi() -> None:
+    """Slurm's pmi2 plugin cuts PMI-1 requests at 1,024 bytes; UCX's business card can exceed it."""
+    env = {"SLURM_MPI_TYPE": "pmi2", "PMI_FD": "11"}
+    assert dist.mpi_start_env(MPICH_UCX_OFI, env) == {"MPIR_CVAR_CH4_NETMOD": "ofi"}
+
+
+@pytest.mark.parametrize(
+    ("version", "env"),
+    [
+        (MPICH_UCX_OFI, {"SLURM_MPI_TYPE": "pmix"}),  # PMIx carries long values whole
+        (MPICH_UCX_OFI, {"PMI_FD": "5"}),  # mpiexec (Hydra) reads whole lines
+        (MPICH_UCX_OFI, {"SLURM_MPI_TYPE": "pmi2", "MPIR_CVAR_CH4_NETMOD": "ucx"}),  # the user chose
+        (MPICH_UCX_OFI, {"SLURM_MPI_TYPE": "pmi2", "MPICH_CH4_NETMOD": "ucx"}),
+        ("MPICH Version: 4.2\nMPICH Device: ch4:ucx\n", {"SLURM_MPI_TYPE": "pmi2"}),  # no OFI to take
+        ("MPICH Version: 4.2\nMPICH Device: ch4:ofi\n", {"SLURM_MPI_TYPE": "pmi2"}),  # OFI already
+        ("Open MPI v5.0.3, package: Open MPI", {"SLURM_MPI_TYPE": "pmi2"}),
+    ],
+)
+def test_mpi_start_env_leaves_everything_else_alone(version: str, env: dict[str, str]) -> None:
+    assert dist.mpi_start_env(version, env) == {}
