@@ -13,38 +13,39 @@ from tests.kernels.conftest import assert_close, leaves
 DTYPES = [torch.float32, torch.bfloat16]
 
 
+def check_op(op: str, inputs: tuple[torch.Tensor, ...], grad_names: tuple[str, ...], dtype: torch.dtype, *args) -> None:
+    """kernels.<op> against reference.<op> on copies of `inputs`: every output, then every
+    input's gradient for one random upstream gradient per output."""
+    fused_in, ref_in = leaves(*inputs), leaves(*inputs)
+    fused, expected = getattr(kernels, op)(*fused_in, *args), getattr(reference, op)(*ref_in, *args)
+    assert kernels.last_path(op) == "triton"
+    fused, expected = (
+        (fused,) if torch.is_tensor(fused) else fused,
+        (expected,) if torch.is_tensor(expected) else expected,
+    )
+    for i, (out, ref) in enumerate(zip(fused, expected, strict=True)):
+        assert_close(out, ref, dtype, f"{op} output {i}")
+    upstream = [torch.randn_like(ref) for ref in expected]
+    torch.autograd.backward(fused, upstream)
+    torch.autograd.backward(expected, upstream)
+    for name, got, want in zip(grad_names, fused_in, ref_in, strict=True):
+        # dweight of rms_norm sums over every row: its rounding grows with the rows, as for any reduction.
+        assert_close(got.grad, want.grad, dtype, f"{op} d{name}")
+
+
 @pytest.mark.parametrize("dtype", [*DTYPES, torch.float16])
 @pytest.mark.parametrize("shape", [(1, 37), (3, 5, 37), (6, 130), (2, 257)], ids=str)
 def test_rms_norm(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     x = torch.randn(shape, dtype=dtype)
     w = (1 + 0.5 * torch.randn(shape[-1])).to(dtype)
-    (xk, wk), (xr, wr) = leaves(x, w), leaves(x, w)
-    y = kernels.rms_norm(xk, wk, eps=1e-5)
-    assert kernels.last_path("rms_norm") == "triton"
-    expected = reference.rms_norm(xr, wr, eps=1e-5)
-    assert_close(y, expected, dtype, "rms_norm y")
-    dy = torch.randn_like(y)
-    y.backward(dy)
-    expected.backward(dy)
-    assert_close(xk.grad, xr.grad, dtype, "rms_norm dx")
-    # dw sums over every row: its rounding grows with the rows, as for any reduction.
-    assert_close(wk.grad, wr.grad, dtype, "rms_norm dweight")
+    check_op("rms_norm", (x, w), ("x", "weight"), dtype, 1e-5)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1,), (7, 33), (3, 1500)], ids=str)
 def test_swiglu(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     gate, up = torch.randn(shape, dtype=dtype) * 3, torch.randn(shape, dtype=dtype)
-    (gk, uk), (gr, ur) = leaves(gate, up), leaves(gate, up)
-    y = kernels.swiglu(gk, uk)
-    assert kernels.last_path("swiglu") == "triton"
-    expected = reference.swiglu(gr, ur)
-    assert_close(y, expected, dtype, "swiglu y")
-    dy = torch.randn_like(y)
-    y.backward(dy)
-    expected.backward(dy)
-    assert_close(gk.grad, gr.grad, dtype, "swiglu dgate")
-    assert_close(uk.grad, ur.grad, dtype, "swiglu dup")
+    check_op("swiglu", (gate, up), ("gate", "up"), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -57,17 +58,7 @@ def test_rope(q_shape: tuple[int, int, int, int], kv_heads: int, dtype: torch.dt
     b, s, _, d = q_shape
     q, k = torch.randn(q_shape, dtype=dtype), torch.randn(b, s, kv_heads, d, dtype=dtype)
     cos, sin = rope_tables(d, s + 3, 10000.0)  # longer tables than the sequence, as in the model
-    (qk, kk), (qr, kr) = leaves(q, k), leaves(q, k)
-    q_out, k_out = kernels.rope(qk, kk, cos, sin)
-    assert kernels.last_path("rope") == "triton"
-    q_ref, k_ref = reference.rope(qr, kr, cos, sin)
-    assert_close(q_out, q_ref, dtype, "rope q")
-    assert_close(k_out, k_ref, dtype, "rope k")
-    dq, dk = torch.randn_like(q_out), torch.randn_like(k_out)
-    ((q_out * dq).sum() + (k_out * dk).sum()).backward()
-    ((q_ref * dq).sum() + (k_ref * dk).sum()).backward()
-    assert_close(qk.grad, qr.grad, dtype, "rope dq")
-    assert_close(kk.grad, kr.grad, dtype, "rope dk")
+    check_op("rope", (q, k), ("q", "k"), dtype, cos, sin)
 
 
 FLCE_CASES = {
