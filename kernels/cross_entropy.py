@@ -85,10 +85,9 @@ def default_chunk_size(tokens: int, hidden: int, vocab: int) -> int:
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, target, ignore_index, chunk_size, want_grad, use_kernel):
+    def forward(ctx, hidden, weight, target, ignore_index, n_valid, chunk_size, want_grad, use_kernel):
         tokens = hidden.shape[0]
         step = _chunk_triton if use_kernel else _chunk_torch
-        n_valid = int((target != ignore_index).sum())
         scale = 1.0 / max(n_valid, 1)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if want_grad else None
@@ -113,7 +112,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             raise RuntimeError("fused_linear_cross_entropy: backward through a call made without gradients")
         if grad_loss.item() != 1.0:
             grad_hidden, grad_weight = grad_hidden * grad_loss, grad_weight * grad_loss
-        return grad_hidden, grad_weight, None, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None, None
 
 
 def fused_linear_cross_entropy(
@@ -129,9 +128,17 @@ def fused_linear_cross_entropy(
     target: integer class ids of hidden's leading shape, `ignore_index` for positions without a
     target. The mean runs over the other positions; when every target is ignored the loss is 0
     and so are the gradients. chunk_size: rows per chunk (None: `default_chunk_size`).
-    Non-contiguous inputs are made contiguous. Gradients for hidden and weight.
+    Non-contiguous inputs are made contiguous. Gradients for hidden and weight. Under autocast,
+    hidden and weight are cast to the autocast dtype first (gradients flow back to the originals).
     """
     op = "fused_linear_cross_entropy"
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type) and hidden.is_floating_point() and weight.is_floating_point():
+        # Under autocast the projection runs in the autocast dtype, as a Linear's would; inside,
+        # autocast is off so that the chunk matmuls write into their preallocated outputs as is.
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return fused_linear_cross_entropy(hidden.to(dtype), weight.to(dtype), target, ignore_index, chunk_size)
     check_dtype(op, "hidden", hidden)
     check_same(op, hidden=hidden, weight=weight)
     if weight.dim() != 2 or hidden.dim() < 1 or weight.shape[1] != hidden.shape[-1]:
@@ -152,11 +159,15 @@ def fused_linear_cross_entropy(
     tokens, dim = hidden2.shape
     if tokens == 0:
         raise KernelInputError(f"{op}: hidden has no rows")
-    valid = target2[target2 != ignore_index]
-    if len(valid) and (int(valid.min()) < 0 or int(valid.max()) >= weight.shape[0]):
+    valid = target2 != ignore_index
+    out_of_range = valid & ((target2 < 0) | (target2 >= weight.shape[0]))
+    n_valid, n_bad = torch.stack((valid.sum(), out_of_range.sum())).tolist()  # one wait for the device
+    if n_bad:
         raise KernelInputError(f"{op}: targets must lie in [0, {weight.shape[0]}) or equal ignore_index={ignore_index}")
     chunk = chunk_size or default_chunk_size(tokens, dim, weight.shape[0])
     kernel = use_triton(hidden2, weight)
     mark(op, "triton" if kernel else "torch")
     want_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    return _FusedLinearCrossEntropy.apply(hidden2, weight.contiguous(), target2, ignore_index, chunk, want_grad, kernel)
+    return _FusedLinearCrossEntropy.apply(
+        hidden2, weight.contiguous(), target2, ignore_index, n_valid, chunk, want_grad, kernel
+    )

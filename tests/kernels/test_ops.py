@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import kernels
-from harness.train.model import rope_tables
+from harness.train.model import ModelShape, Transformer, rope_tables
 from kernels import reference
 from tests.kernels.conftest import assert_close, leaves
 
@@ -88,6 +88,38 @@ def test_fused_linear_cross_entropy(case: str, dtype: torch.dtype) -> None:
     expected.backward()
     assert_close(hk.grad, hr.grad.to(dtype), dtype, "flce dhidden")
     assert_close(wk.grad, wr.grad.to(dtype), dtype, "flce dweight")
+
+
+def test_cross_entropy_under_autocast() -> None:
+    """Under autocast (the DDP engine's bf16/fp16) the projection runs in the autocast dtype, as
+    a Linear's would, and the gradients reach the float32 leaves."""
+    hidden, weight = torch.randn(6, 16), torch.randn(37, 16) / 4
+    target = torch.randint(0, 37, (6,))
+    (hk, wk), (hr, wr) = leaves(hidden, weight), leaves(hidden, weight)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = kernels.fused_linear_cross_entropy(hk, wk, target)
+        expected = reference.linear_cross_entropy(hr, wr, target)
+    assert kernels.last_path("fused_linear_cross_entropy") == "triton"
+    assert abs(loss.item() - expected.item()) <= 2e-2 * abs(expected.item())
+    loss.backward()
+    expected.backward()
+    assert_close(hk.grad, hr.grad, torch.bfloat16, "autocast dhidden")
+    assert_close(wk.grad, wr.grad, torch.bfloat16, "autocast dweight")
+
+
+def test_fused_model_under_autocast_matches_the_unfused() -> None:
+    shape = ModelShape(vocab_size=97, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48, max_seq_len=16)
+    tokens = torch.randint(0, 97, (2, 9))
+    losses = []
+    for fused in (False, True):
+        torch.manual_seed(7)
+        model = Transformer(shape, fused=fused)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(tokens[:, :-1], tokens[:, 1:])
+        loss.backward()
+        assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+        losses.append(loss.item())
+    assert losses[1] == pytest.approx(losses[0], rel=2e-2)
 
 
 def test_loss_scaled_by_upstream_gradient() -> None:
