@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels
+from kernels import reference
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,6 @@ def rope_tables(head_dim: int, seq_len: int, theta: float) -> tuple[torch.Tensor
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x[2i], x[2i+1]) of x (batch, seq, heads, head_dim) by the position's angle."""
-    x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]
-    cos, sin = cos[None, : x.shape[1], None, :], sin[None, : x.shape[1], None, :]
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-    return out.type_as(x)
-
-
 class Attention(nn.Module):
     def __init__(self, shape: ModelShape, fused: bool = False) -> None:
         super().__init__()
@@ -88,7 +81,7 @@ class Attention(nn.Module):
         if self.fused:
             q, k = kernels.rope(q, k, cos, sin)
         else:
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q, k = reference.rope(q, k, cos, sin)
         v = self.wv(x).view(b, s, self.n_kv_heads, self.head_dim)
         if self.n_kv_heads != self.n_heads:  # grouped-query attention: share each KV head
             repeat = self.n_heads // self.n_kv_heads
