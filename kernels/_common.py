@@ -60,6 +60,12 @@ def last_path(op: str) -> str | None:
     return _LAST.get(op)
 
 
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd will want gradients here; without, the ops launch their forward kernels
+    directly and skip the autograd.Function's bookkeeping."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def mark(op: str, path: str) -> None:
     _LAST[op] = path
 

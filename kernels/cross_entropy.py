@@ -14,7 +14,7 @@ memory saving holds on every device.
 
 import torch
 
-from kernels._common import KernelInputError, check_dtype, check_same, mark, tl, triton, use_triton
+from kernels._common import KernelInputError, check_dtype, check_same, mark, needs_grad, tl, triton, use_triton
 
 BLOCK_V = 4096
 
@@ -167,7 +167,7 @@ def fused_linear_cross_entropy(
     chunk = chunk_size or default_chunk_size(tokens, dim, weight.shape[0])
     kernel = use_triton(hidden2, weight)
     mark(op, "triton" if kernel else "torch")
-    want_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    want_grad = needs_grad(hidden, weight)
     return _FusedLinearCrossEntropy.apply(
         hidden2, weight.contiguous(), target2, ignore_index, n_valid, chunk, want_grad, kernel
     )

@@ -14,6 +14,7 @@ from kernels._common import (
     check_dtype,
     check_same,
     mark,
+    needs_grad,
     num_warps,
     programs,
     tl,
@@ -122,6 +123,6 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.
         raise KernelInputError(f"rms_norm: hidden size {x.shape[-1]} is above the kernel's limit of {MAX_HIDDEN}")
     mark("rms_norm", "triton")
     x, weight = x.contiguous(), weight.contiguous()
-    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+    if not needs_grad(x, weight):
         return _forward(x.view(-1, x.shape[-1]), weight, float(eps))[0].view(x.shape)  # no autograd bookkeeping
     return _RMSNorm.apply(x, weight, float(eps))

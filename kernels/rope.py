@@ -9,7 +9,7 @@ reuses the forward kernel. q and k may have different head counts (grouped-query
 import torch
 
 from kernels import reference
-from kernels._common import KernelInputError, check_dtype, check_same, mark, tl, triton, use_triton
+from kernels._common import KernelInputError, check_dtype, check_same, mark, needs_grad, tl, triton, use_triton
 
 
 @triton.jit
@@ -85,6 +85,6 @@ def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor)
     mark("rope", "triton")
     cos32, sin32 = cos.float().contiguous(), sin.float().contiguous()
     q, k = q.contiguous(), k.contiguous()
-    if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)):
+    if not needs_grad(q, k):
         return _rotate(q, cos32, sin32, 1.0), _rotate(k, cos32, sin32, 1.0)  # no autograd bookkeeping
     return _Rope.apply(q, k, cos32, sin32)

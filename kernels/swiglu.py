@@ -6,7 +6,7 @@ Each program handles BLOCK consecutive elements; float32 inside.
 import torch
 
 from kernels import reference
-from kernels._common import KernelInputError, check_dtype, check_same, mark, tl, triton, use_triton
+from kernels._common import KernelInputError, check_dtype, check_same, mark, needs_grad, tl, triton, use_triton
 
 BLOCK = 1024
 
@@ -72,6 +72,6 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
         return reference.swiglu(gate, up)
     mark("swiglu", "triton")
     gate, up = gate.contiguous(), up.contiguous()
-    if not (torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad)):
+    if not needs_grad(gate, up):
         return _forward(gate, up)  # no autograd bookkeeping
     return _SwiGLU.apply(gate, up)
