@@ -72,7 +72,7 @@ def prepare(overrides: list[str]) -> Prepared:
     if cfg.task == "accept":
         from harness.accept.task import validate as validate_accept
 
-        validate_accept(cfg, world)
+        validate_accept(cfg, world, device_type)
         return Prepared(cfg, None, device_type, world)
     validate_faults(cfg, world)
     plan = plan_for(cfg, device_type, world_size=world, ranks_per_host=per_host if device_type == "cpu" else 1)

@@ -236,7 +236,7 @@ def mpi_start_env(library_version: str, env: Mapping[str, str]) -> dict[str, str
         return {}
     device = re.search(r"^MPICH Device:\s*(.*)$", library_version, re.MULTILINE)
     netmods = {name.rsplit(":", 1)[-1] for name in device.group(1).split()} if device else set()
-    if netmods in (set(), {"ofi"}) or "ofi" not in netmods:  # OFI alone is already the choice
+    if "ofi" not in netmods or netmods == {"ofi"}:  # OFI alone is already the choice
         return {}
     return {"MPIR_CVAR_CH4_NETMOD": "ofi"}
 

@@ -13,15 +13,62 @@ Plus the correctness gate: every checked row must have passed; a failure names i
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from harness.accept.checks import Check, gpu_subject
+from harness.devices import DTYPES
+from harness.errors import ConfigError
 from harness.hardware import Profile
 
 MAD_SCALE = 1.4826
+METRICS = (*(f"gemm_{d}_tflops" for d in DTYPES), "memory_triad_gbps", "all_reduce_busbw_gbps",
+           "all_reduce_world_busbw_gbps", "node_pair_busbw_gbps")  # fmt: skip
+"""Every figure a run can produce: the names site references use."""
+THRESHOLD_KEYS = tuple(m.removesuffix("_tflops").removesuffix("_gbps") for m in METRICS)
+"""The names of hardware.thresholds (a metric without its unit)."""
+_METRIC_CHOICES = "gemm_<dtype>_tflops, memory_triad_gbps, all_reduce_busbw_gbps, all_reduce_world_busbw_gbps, " \
+    "node_pair_busbw_gbps"  # fmt: skip
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def validate_thresholds(profile: Profile) -> None:
+    """hardware.thresholds: known keys, positive fractions (a misspelt key would silently gate nothing)."""
+    for key, value in profile.thresholds.items():
+        if key not in THRESHOLD_KEYS:
+            raise ConfigError(f"hardware={profile.name}: unknown threshold {key!r}; choices: gemm_<dtype>, "
+                              "memory_triad, all_reduce_busbw, node_pair_busbw")  # fmt: skip
+        if not _is_number(value) or value <= 0:
+            raise ConfigError(f"hardware.thresholds.{key}={value!r} must be a fraction > 0")
+
+
+def validate_references(references: Any) -> None:
+    """site.references[partition][metric] = {value, lower, upper}: known metrics, numbers, lower <= upper."""
+    if not isinstance(references, Mapping):
+        raise ConfigError("site.references must map partition -> metric -> {value, lower, upper}")
+    for part, metrics in references.items():
+        if not isinstance(metrics, Mapping):
+            raise ConfigError(f"site.references.{part} must map metric -> {{value, lower, upper}}")
+        for metric, ref in metrics.items():
+            key = f"site.references.{part}.{metric}"
+            if metric not in METRICS:
+                raise ConfigError(f"{key}: unknown metric; choices: {_METRIC_CHOICES}")
+            if not isinstance(ref, Mapping) or set(ref) - {"value", "lower", "upper"} or "value" not in ref:
+                raise ConfigError(f"{key} must be {{value: N, lower: F|null, upper: F|null}}, not {ref!r}")
+            if not _is_number(ref["value"]):
+                raise ConfigError(f"{key}.value={ref['value']!r} must be a number")
+            lower, upper = ref.get("lower"), ref.get("upper")
+            for name, bound in (("lower", lower), ("upper", upper)):
+                if bound is not None and not _is_number(bound):
+                    raise ConfigError(f"{key}.{name}={bound!r} must be a signed fraction (e.g. -0.05) or null")
+            if lower is not None and upper is not None and lower > upper:
+                raise ConfigError(f"{key}: lower={lower} is above upper={upper}")
 
 
 @dataclass

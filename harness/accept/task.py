@@ -20,12 +20,12 @@ from typing import Any
 from harness import devices, display, dist, hardware, plots, units
 from harness.accept import gates, health, report
 from harness.accept.checks import Check, verdict
+from harness.bench import get
 from harness.bench.base import BenchSpec, PlanEnv
 from harness.bench.driver import SuitePlan, plan_suite, run_suite
 from harness.bench.task import fault_of, min_free_memory, node_count, ranks_sharing_memory, telemetry_for
 from harness.config.schema import RunConfig
-from harness.config.validate import as_list, bench_spec, parse_shapes, validate_faults
-from harness.devices import DTYPES
+from harness.config.validate import as_list, bench_spec, parse_shapes, validate_accept, validate_faults
 from harness.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from harness.results import RunRecord
 from harness.runner import Outcome
@@ -34,24 +34,24 @@ DEFAULT_SHAPES = {"cuda": ((8192, 8192, 8192),), "cpu": ((384, 384, 384),)}
 DEFAULT_COMM_BYTES = {"cuda": "1G", "cpu": "4M"}
 
 
-def validate(cfg: RunConfig, world: int | None) -> None:
-    """The accept.* and fault.* values, before any rank starts; ConfigError naming the key."""
-    a = cfg.accept
-    for dtype in as_list(a.gemm_dtypes) or []:
-        if dtype not in DTYPES:
-            raise ConfigError(f"accept.gemm_dtypes: unknown dtype {dtype!r}; choices: {', '.join(DTYPES)}")
-    if a.gemm_shapes is not None:
-        parse_shapes("accept.gemm_shapes", a.gemm_shapes)
-    if a.comm_bytes is not None and units.parse_bytes(str(a.comm_bytes)) < 1024:
-        raise ConfigError(f"accept.comm_bytes={a.comm_bytes} must be at least 1K")
-    for key in ("outlier_mad", "outlier_min_rel"):
-        value = getattr(a, key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"accept.{key}={value!r} must be a number >= 0")
-    for key in ("gpus_per_node", "cores_per_node"):
-        value = getattr(a, key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"accept.{key}={value!r} must be a whole number >= 1 or null")
+def validate(cfg: RunConfig, world: int | None, device_type: str) -> None:
+    """Everything `harness accept` can check before a rank starts, so that bad input leaves no
+    run behind: accept.*, bench.*, the hardware profile (auto: this device's) and its thresholds,
+    the site's references, the GEMM dtypes this device has, fault.*; ConfigError naming the key."""
+    validate_accept(cfg)
+    name = devices.device_name(device_type)
+    profile = hardware.resolve(dataclasses.asdict(cfg.hardware), name, device_type)
+    gates.validate_thresholds(profile)
+    gates.validate_references(cfg.site.references)
+    env = PlanEnv(device_type=device_type, free_memory_bytes=devices.free_memory_bytes(device_type), device_name=name)
+    available = get("gemm").dtypes(device_type)
+    for _, names, spec in stage_specs(cfg, device_type, profile, nodes=1, per_node=1):
+        missing = [d for d in spec.dtypes or () if names == ["gemm"] and d not in available]
+        if missing:  # named by where the dtypes came from, not by the bench.dtype they become
+            source = "accept.gemm_dtypes" if cfg.accept.gemm_dtypes else f"hardware={profile.name}'s gemm thresholds"
+            raise ConfigError(f"{source}: {', '.join(missing)} not available for gemm on {device_type}; "
+                              f"choices: {', '.join(available)}")  # fmt: skip
+        plan_suite(names, spec, env)
     validate_faults(cfg, world)
 
 
@@ -87,7 +87,10 @@ def known_bad(results_dir: str) -> dict[str, str]:
             data = json.loads(manifest.read_text())
         except (OSError, ValueError):
             continue
-        for item in (data.get("accept") or {}).get("flagged", []):
+        accept = data.get("accept") or {}
+        if data.get("task") != "accept" or accept.get("fault_injection"):  # a test's planted faults
+            continue
+        for item in accept.get("flagged", []):
             if item.get("uuid"):
                 found[item["uuid"]] = f"run {data.get('run_id')}: {item.get('check')} on {item.get('subject')}"
     return found
@@ -107,6 +110,8 @@ def run(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord | None) -> Outc
     all_facts = dist.gather_objects(ctx, facts)
     fault = fault_of(cfg)
     injected = {k: v for k, v in dataclasses.asdict(cfg.fault).items() if v is not None and k != "slow_factor"}
+    if cfg.debug.fault != "none":
+        injected.update({"debug.fault": cfg.debug.fault, "debug.fault_rank": cfg.debug.fault_rank})
     if record:
         record.update(accept={"profile": profile.name, "partition": _partition(cfg), "nodes": nodes,
                               "fault_injection": injected or None})  # fmt: skip

@@ -240,3 +240,20 @@ def validate_faults(cfg: RunConfig, world: int | None) -> None:
             raise ConfigError(f"fault.{key}={value} but the job has {world} ranks; choose 0..{world - 1}")
     if isinstance(f.slow_factor, bool) or not isinstance(f.slow_factor, int | float) or f.slow_factor < 1:
         raise ConfigError(f"fault.slow_factor={f.slow_factor!r} must be a number >= 1")
+
+
+def validate_accept(cfg: RunConfig) -> None:
+    """accept.*: dtypes, shapes, sizes and the outlier rule's numbers."""
+    a = cfg.accept
+    _choices("accept.gemm_dtypes", a.gemm_dtypes, tuple(DTYPES))
+    if a.gemm_shapes is not None:
+        _shapes(a.gemm_shapes, "accept.gemm_shapes")
+    if a.comm_bytes is not None and _size("accept.comm_bytes", a.comm_bytes) < 1024:
+        raise ConfigError(f"accept.comm_bytes={a.comm_bytes} must be at least 1K")
+    for key in ("outlier_mad", "outlier_min_rel"):
+        value = getattr(a, key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"accept.{key}={value!r} must be a number >= 0")
+    for key in ("gpus_per_node", "cores_per_node"):
+        if getattr(a, key) is not None:
+            _int_at_least(f"accept.{key}", getattr(a, key), 1)

@@ -3,12 +3,15 @@ node and cluster checks across ranks."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.accept import health
 from harness.accept.checks import Check
+from harness.accept.task import known_bad
 
 # NVML call -> the state key it answers with.
 CALLS = {
@@ -143,3 +146,20 @@ def test_gpu_count_is_at_least_the_gpus_the_ranks_used() -> None:
     for f in ranks:
         f["visible_gpus"] = 1  # NVML missing the count: the distinct UUIDs still count
     assert status(health.evaluate(ranks, gpus_per_node=3), "gpu_count") == ("pass", "3 GPUs")
+
+
+def test_known_bad_reads_real_acceptance_runs_only(tmp_path: Path) -> None:
+    """A GPU flagged by an earlier acceptance run is remembered; one slowed or corrupted on purpose
+    by a test (fault injection) is not, nor is anything from other tasks."""
+
+    def manifest(run_id: str, task: str, uuid: str, injected: dict | None) -> None:
+        flagged = [{"uuid": uuid, "check": "gemm_bfloat16_tflops_outlier", "subject": "n1/gpu0"}]
+        data = {"run_id": run_id, "task": task, "accept": {"flagged": flagged, "fault_injection": injected}}
+        (tmp_path / run_id).mkdir()
+        (tmp_path / run_id / "manifest.json").write_text(json.dumps(data))
+
+    manifest("20260101T000000Z-accept-aaaaaa", "accept", "GPU-bad", None)
+    manifest("20260102T000000Z-accept-bbbbbb", "accept", "GPU-slowed-on-purpose", {"slow_rank": 0})
+    manifest("20260103T000000Z-accept-cccccc", "bench", "GPU-other-task", None)
+    found = known_bad(str(tmp_path))
+    assert list(found) == ["GPU-bad"] and "20260101T000000Z-accept-aaaaaa" in found["GPU-bad"]
