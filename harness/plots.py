@@ -103,16 +103,36 @@ def render(rows_by_bench: dict[str, list[dict]]) -> dict[str, bytes]:
     return {name: png for name, png in made.items() if png}
 
 
+MAX_BARS = 128
+"""Above this many GPUs or nodes, one bar each would be unreadable (and a 10,000-bar PNG takes
+minutes): the figures are drawn sorted instead, with the flagged ones marked and named."""
+MAX_NAMED = 20
+
+
 def figure_bars(metric: str, unit: str, bars: list[tuple[str, float, bool]], lines: dict[str, float]) -> bytes:
     """One bar per GPU or node (red when flagged) with the gate's lines drawn across
-    (e.g. {'threshold': 741.8, 'outlier limit': 700.1}): acceptance's per-GPU/per-node view."""
-    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(bars) + 2), 4))
-    ax.bar(range(len(bars)), [b[1] for b in bars], color=["#c0392b" if b[2] else "#2e86c1" for b in bars])
+    (e.g. {'threshold': 741.8, 'outlier limit': 700.1}): acceptance's per-GPU/per-node view.
+    Past MAX_BARS, the values sorted from lowest, at a fixed size, flagged ones red and named."""
+    if len(bars) <= MAX_BARS:
+        fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(bars) + 2), 4))
+        ax.bar(range(len(bars)), [b[1] for b in bars], color=["#c0392b" if b[2] else "#2e86c1" for b in bars])
+        ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=60 if len(bars) > 8 else 0, ha="right",
+                      fontsize=7)  # fmt: skip
+    else:
+        ranked = sorted(bars, key=lambda b: b[1])
+        fig, ax = plt.subplots(figsize=(10, 4))
+        ax.plot(range(len(ranked)), [b[1] for b in ranked], color="#2e86c1", linewidth=1)
+        bad = [(i, b) for i, b in enumerate(ranked) if b[2]]
+        if bad:
+            ax.scatter([i for i, _ in bad], [b[1] for _, b in bad], color="#c0392b", s=12, zorder=3,
+                       label=f"flagged: {len(bad)}")  # fmt: skip
+        for i, b in bad[:MAX_NAMED]:  # the lowest ones; the report's table lists them all
+            ax.annotate(b[0], (i, b[1]), fontsize=6, rotation=30, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(f"{len(ranked):,} subjects, sorted by value")
     for (label, value), style in zip(lines.items(), ("-", "--", ":"), strict=False):
         ax.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{label} {value:.4g}")
-    ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=60 if len(bars) > 8 else 0, ha="right", fontsize=7)
     ax.set_ylabel(unit)
     ax.set_title(metric)
-    if lines:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     return _png(fig)

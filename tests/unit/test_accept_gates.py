@@ -208,3 +208,23 @@ def test_odd_node_count_does_not_flag_the_bad_nodes_neighbour() -> None:
     figures = gates.figures_from_rows({"node_pairs": rows}, {}, "cpu")
     outliers = by(judge(figures), "node_pair_busbw_gbps_outlier")
     assert [c.subject for c in outliers if c.status == "fail"] == ["n2"]
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def test_bar_plot_of_a_fleet_stays_a_readable_size() -> None:
+    """One bar per GPU up to MAX_BARS; a 10,000-GPU fleet is drawn sorted at a fixed size (one
+    bar each was a 385,000-pixel-wide PNG)."""
+    from harness import plots
+
+    small = [(f"n0/gpu{i}", 780.0 + i, i == 3) for i in range(8)]
+    fleet = [(f"n{i // 8}/gpu{i % 8}", 780.0 + (i % 97) / 10, i == 4321) for i in range(10_000)]
+    lines = {"threshold": 741.8}
+    small_w, _ = _png_size(plots.figure_bars("gemm_bfloat16_tflops", "TFLOP/s", small, lines))
+    fleet_w, fleet_h = _png_size(plots.figure_bars("gemm_bfloat16_tflops", "TFLOP/s", fleet, lines))
+    assert fleet_w <= 2000 and fleet_h <= 1000 and small_w <= fleet_w
+    big = [(f"g{i}", 1.0, False) for i in range(plots.MAX_BARS)]
+    assert _png_size(plots.figure_bars("m", "u", big, {}))[0] > fleet_w  # bars up to the limit
