@@ -36,6 +36,9 @@ def gpu_facts(nvml: Any, handle: Any) -> dict[str, Any]:
     remapped = _try(n.nvmlDeviceGetRemappedRows, handle)  # (correctable, uncorrectable, pending, failure)
     ecc_mode = _try(n.nvmlDeviceGetEccMode, handle)  # (current, pending)
     kind = getattr(n, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", 1)
+    volatile, aggregate = getattr(n, "NVML_VOLATILE_ECC", 0), getattr(n, "NVML_AGGREGATE_ECC", 1)
+    # The clocks-event call replaced the deprecated throttle-reasons one (telemetry reads the same).
+    reasons = getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None) or n.nvmlDeviceGetCurrentClocksThrottleReasons
     return {
         "nvml_index": _try(n.nvmlDeviceGetIndex, handle),
         "nvml_gpus": _try(n.nvmlDeviceGetCount),
@@ -48,10 +51,10 @@ def gpu_facts(nvml: Any, handle: Any) -> dict[str, Any]:
         "pcie_gen_max": _try(n.nvmlDeviceGetMaxPcieLinkGeneration, handle),
         "pcie_width": _try(n.nvmlDeviceGetCurrPcieLinkWidth, handle),
         "pcie_width_max": _try(n.nvmlDeviceGetMaxPcieLinkWidth, handle),
-        "throttle_reasons": _try(n.nvmlDeviceGetCurrentClocksThrottleReasons, handle),
+        "throttle_reasons": _try(reasons, handle),
         "ecc_enabled": None if ecc_mode is None else bool(ecc_mode[0]),
-        "ecc_volatile_uncorrected": _try(n.nvmlDeviceGetTotalEccErrors, handle, kind, 0),
-        "ecc_aggregate_uncorrected": _try(n.nvmlDeviceGetTotalEccErrors, handle, kind, 1),
+        "ecc_volatile_uncorrected": _try(n.nvmlDeviceGetTotalEccErrors, handle, kind, volatile),
+        "ecc_aggregate_uncorrected": _try(n.nvmlDeviceGetTotalEccErrors, handle, kind, aggregate),
         "remapped_rows": None if remapped is None else [int(x) for x in remapped],
     }
 

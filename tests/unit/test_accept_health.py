@@ -19,7 +19,7 @@ CALLS = {
     "nvmlSystemGetCudaDriverVersion": "cuda", "nvmlDeviceGetPersistenceMode": "persistence",
     "nvmlDeviceGetCurrPcieLinkGeneration": "gen", "nvmlDeviceGetMaxPcieLinkGeneration": "gen_max",
     "nvmlDeviceGetCurrPcieLinkWidth": "width", "nvmlDeviceGetMaxPcieLinkWidth": "width_max",
-    "nvmlDeviceGetCurrentClocksThrottleReasons": "reasons", "nvmlDeviceGetEccMode": "ecc_mode",
+    "nvmlDeviceGetCurrentClocksEventReasons": "reasons", "nvmlDeviceGetEccMode": "ecc_mode",
     "nvmlDeviceGetRemappedRows": "remapped", "nvmlDeviceGetIndex": "index", "nvmlDeviceGetCount": "count",
 }  # fmt: skip
 
@@ -28,6 +28,7 @@ class FakeNvml:
     """The NVML queries the health checks make, answering what a test sets (None: not supported)."""
 
     NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
+    NVML_VOLATILE_ECC, NVML_AGGREGATE_ECC = 0, 1
 
     def __init__(self, **state: Any) -> None:
         self.state = {
