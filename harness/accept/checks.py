@@ -40,6 +40,15 @@ def gpu_subject(host: str, local_index: int | None, device_type: str) -> str:
     return f"{host} {kind}{local_index if local_index is not None else '?'}"
 
 
+def where(facts: dict[str, Any], rank: int, device_type: str) -> dict[str, Any]:
+    """The Check fields that place a GPU (or, on CPU, a rank) from its rank's health facts:
+    scope, subject ('n1 gpu3'), host, rank, local_index (the GPU as NVML numbers it, or the
+    rank's index on its node) and uuid."""
+    host, index = facts.get("host", "?"), facts.get("local_index")
+    return {"scope": "gpu" if device_type == "cuda" else "rank", "subject": gpu_subject(host, index, device_type),
+            "host": host, "rank": rank, "local_index": index, "uuid": facts.get("uuid")}  # fmt: skip
+
+
 def verdict(checks: list[Check]) -> str:
     """fail if any check failed, else pass (warnings and n/a do not fail a node)."""
     return "fail" if any(c.status == "fail" for c in checks) else "pass"

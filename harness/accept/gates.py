@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.accept.checks import Check, gpu_subject
+from harness.accept.checks import Check, where
 from harness.devices import DTYPES
 from harness.errors import ConfigError
 from harness.hardware import Profile
@@ -99,14 +99,8 @@ def figures_from_rows(rows: dict[str, list[dict]], devices: dict[int, dict], dev
     each node's group at its largest size, the node-pair exchange's best round)."""
     out: list[Figure] = []
 
-    scope = "gpu" if device_type == "cuda" else "rank"
-
     def gpu(rank: int) -> dict[str, Any]:
-        d = devices.get(rank, {})
-        host = d.get("host", "?")
-        index = d.get("index") if device_type == "cuda" else d.get("local_rank")
-        return {"host": host, "rank": rank, "local_index": index, "uuid": d.get("uuid"), "scope": scope,
-                "subject": gpu_subject(host, index, device_type)}  # fmt: skip
+        return where(devices.get(rank, {}), rank, device_type)
 
     best: dict[tuple[int, str], float] = {}
     for r in rows.get("gemm", []):
@@ -240,11 +234,7 @@ def correctness(rows: dict[str, list[dict]], devices: dict[int, dict], device_ty
             checks.append(Check(f"correctness_{bench}", "cluster", "cluster", "pass", f"{total} rows checked, 0 wrong"))
             continue
         for rank, count in sorted(bad.items()):
-            d = devices.get(rank, {})
-            index = d.get("index") if device_type == "cuda" else d.get("local_rank")
-            subject = gpu_subject(d.get("host", "?"), index, device_type)
-            scope = "gpu" if device_type == "cuda" else "rank"
-            checks.append(Check(f"correctness_{bench}", scope, subject, "fail",
-                                f"rank {rank}: {count} of {total} results wrong", count, host=d.get("host"),
-                                rank=rank, local_index=index, uuid=d.get("uuid")))  # fmt: skip
+            reason = f"rank {rank}: {count} of {total} results wrong"
+            place = where(devices.get(rank, {}), rank, device_type)
+            checks.append(Check(f"correctness_{bench}", status="fail", reason=reason, value=count, **place))
     return checks

@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import torch
 
-from harness.accept.checks import Check, gpu_subject
+from harness.accept.checks import Check, where
 from harness.telemetry import THROTTLE_BITS
 
 HW_THROTTLE = {"hw_slowdown", "hw_thermal", "hw_power_brake"}
@@ -77,6 +77,7 @@ def collect(device: torch.device, *, host: str, rank: int, local_rank: int, uuid
         "torch_cuda": torch.version.cuda,
     }  # fmt: skip
     if device.type != "cuda":
+        facts["local_index"] = local_rank  # a CPU rank is placed by its index on the node
         return facts
     facts["local_index"] = device.index
     facts["visible_gpus"] = torch.cuda.device_count()
@@ -99,13 +100,11 @@ def collect(device: torch.device, *, host: str, rank: int, local_rank: int, uuid
 
 
 def _gpu_checks(f: dict[str, Any], known_bad: dict[str, str]) -> list[Check]:
-    subject = gpu_subject(f["host"], f.get("local_index"), "cuda")
-    where = {"scope": "gpu", "subject": subject, "host": f["host"], "rank": f["rank"],
-             "local_index": f.get("local_index"), "uuid": f.get("uuid")}  # fmt: skip
+    place = where(f, f["rank"], "cuda")
     out: list[Check] = []
 
     def add(name: str, status: str, reason: str, value: Any = None) -> None:
-        out.append(Check(name, status=status, reason=reason, value=value, **where))
+        out.append(Check(name, status=status, reason=reason, value=value, **place))
 
     if not f.get("nvml"):
         for name in ("ecc", "remapped_rows", "pcie_link", "throttle", "persistence"):

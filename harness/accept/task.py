@@ -173,7 +173,7 @@ def _not_run(rows: dict[str, list[dict]], nodes: int, per_node: int) -> list[Che
 def _conclude(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord, profile: hardware.Profile,
               facts: list[dict], rows: dict[str, list[dict]], nodes: int) -> Outcome:  # fmt: skip
     """Rank 0 only (no collective call here): checks, verdict, report files."""
-    by_rank = {f["rank"]: {**f, "index": f.get("local_index")} for f in facts}
+    by_rank = {f["rank"]: f for f in facts}
     checks: list[Check] = health.evaluate(facts, gpus_per_node=cfg.accept.gpus_per_node,
                                           cores_per_node=cfg.accept.cores_per_node,
                                           known_bad=known_bad(cfg.results.dir))  # fmt: skip

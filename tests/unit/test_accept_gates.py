@@ -124,7 +124,10 @@ def test_node_pairs_localise_a_bad_link_to_its_node() -> None:
 def test_correctness_names_the_wrong_rank() -> None:
     rows = {"gemm": [{"rank": 0, "passed": True}, {"rank": 1, "passed": False}],
             "all_reduce": [{"group": 0, "passed": False, "wrong_ranks": [3]}]}  # fmt: skip
-    devices = {1: {"host": "n1", "index": 1, "uuid": "GPU-b"}, 3: {"host": "n2", "index": 1, "uuid": "GPU-d"}}
+    devices = {
+        1: {"host": "n1", "local_index": 1, "uuid": "GPU-b"},
+        3: {"host": "n2", "local_index": 1, "uuid": "GPU-d"},
+    }
     checks = gates.correctness(rows, devices, "cuda")
     failed = {(c.name, c.rank, c.subject, c.uuid) for c in checks if c.status == "fail"}
     assert failed == {("correctness_gemm", 1, "n1 gpu1", "GPU-b"), ("correctness_all_reduce", 3, "n2 gpu1", "GPU-d")}
