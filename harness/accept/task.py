@@ -19,7 +19,7 @@ from typing import Any
 
 from harness import devices, display, dist, hardware, plots, units
 from harness.accept import gates, health, report
-from harness.accept.checks import Check, verdict
+from harness.accept.checks import STATUSES, Check, verdict
 from harness.bench import get
 from harness.bench.base import BenchSpec, PlanEnv
 from harness.bench.driver import SuitePlan, plan_suite, run_suite
@@ -201,7 +201,7 @@ def _conclude(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord, profile:
     record.add_file("report.md", report.markdown(checks, result, meta, exclude, drains).encode())
     record.add_file("junit.xml", report.junit(checks, record.run_id))
     record.add_file("exclude.txt", (exclude + "\n" if exclude else "").encode())
-    counts = {s: sum(c.status == s for c in checks) for s in ("pass", "warn", "fail", "n/a")}
+    counts = {s: sum(c.status == s for c in checks) for s in STATUSES}
     keys = ("subject", "uuid", "host", "rank", "value", "threshold", "reason")
     flagged = [{"check": c.name, **{k: getattr(c, k) for k in keys}} for c in report.flagged(checks)]
     accept = dict(record.manifest.get("accept") or {})
