@@ -1,8 +1,12 @@
-"""Devices: which one to use, which data types it has, and what it is (for the manifest).
+"""Devices: which one to use, how many ranks a host may start, which data types a device has,
+and what it is (for the manifest).
 
 Capabilities follow the hardware: TF32 and BF16 need NVIDIA compute capability 8.0 (Ampere),
 FP8 matmul needs 8.9 (Ada/Hopper). On CPU, float16 is offered (torch computes it, slowly) but is not
 in the default lists; TF32 and FP8 matmul units do not exist there, so both are refused.
+
+torch is imported inside the functions that ask the device: the command line loads jobs through
+this module, and `harness --help` must not pay for torch.
 """
 
 from __future__ import annotations
@@ -10,31 +14,23 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from collections.abc import Callable
 from typing import Any
 
-import torch
-
+from harness.dtypes import SIZES
 from harness.errors import ConfigError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
-# name -> (storage dtype, bytes per element). tf32 is float32 storage with TF32 tensor-core math.
-DTYPES: dict[str, tuple[torch.dtype, int]] = {
-    "float64": (torch.float64, 8),
-    "float32": (torch.float32, 4),
-    "tf32": (torch.float32, 4),
-    "bfloat16": (torch.bfloat16, 2),
-    "float16": (torch.float16, 2),
-    "float8": (torch.float8_e4m3fn, 1),
-    "int32": (torch.int32, 4),
-    "int64": (torch.int64, 8),
-}
+MAX_CPU_RANKS_PER_CORE = 8
+MIN_CPU_RANK_LIMIT = 64
 
 
 def resolve_device_type(requested: str) -> str:
     """'auto' -> 'cuda' or 'cpu'; refuses 'cuda' without a GPU and unknown names."""
     if requested not in DEVICE_CHOICES:
         raise ConfigError(f"device={requested!r} is not a device; choices: {', '.join(DEVICE_CHOICES)}")
+    import torch  # heavy: only once a job is being loaded
+
     has_cuda = torch.cuda.is_available()
     if requested == "auto":
         return "cuda" if has_cuda else "cpu"
@@ -45,6 +41,8 @@ def resolve_device_type(requested: str) -> str:
 
 def device_dtypes(device_type: str) -> tuple[str, ...]:
     """Data types the device can compute with (before any benchmark's own limits)."""
+    import torch
+
     if device_type == "cpu":
         return ("float64", "float32", "bfloat16", "float16", "int32", "int64")
     if torch.version.hip:  # ROCm: FP8 is e4m3fnuz there, and TF32 is not NVIDIA's; offer neither
@@ -55,11 +53,45 @@ def device_dtypes(device_type: str) -> tuple[str, ...]:
         names += ["tf32", "bfloat16"]
     if (major, minor) >= (8, 9):
         names.append("float8")
-    return tuple(n for n in DTYPES if n in names)
+    return tuple(n for n in SIZES if n in names)
 
 
 def gpu_count() -> int:
+    import torch
+
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def parse_nproc(value: Any, device_type: str) -> int:
+    """launch.nproc: 'auto' is one rank per GPU, or 2 on a CPU-only machine; else a whole number."""
+    text = str(value).strip()
+    if text == "auto":
+        return gpu_count() if device_type == "cuda" else 2
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"launch.nproc={text} must be 'auto' or a whole number >= 1")
+    return int(text)
+
+
+def cpu_rank_limit(cores: int | None = None) -> int:
+    """The most ranks one CPU host may start: max(8 x cores, 64)."""
+    cores = cores or os.cpu_count() or 1
+    return max(MAX_CPU_RANKS_PER_CORE * cores, MIN_CPU_RANK_LIMIT)
+
+
+def check_local_ranks(nproc: int, device_type: str, *, warn: Callable[[str], None]) -> None:
+    """Ranks this host is about to start: at most its GPUs, or on a CPU at most max(8 x cores,
+    64), with a warning past one rank per core."""
+    if device_type == "cuda":
+        gpus = gpu_count()
+        if nproc > gpus:
+            raise ConfigError(f"launch.nproc={nproc} but this machine has {gpus} GPU(s); choose 1..{gpus}")
+        return
+    cores = os.cpu_count() or 1
+    if nproc > cpu_rank_limit(cores):
+        raise ConfigError(f"launch.nproc={nproc} is more than this host can run: {cores} CPU cores allow at most "
+                          f"max(8 x {cores}, 64) = {cpu_rank_limit(cores)} ranks")  # fmt: skip
+    if nproc > cores:
+        warn(f"launch.nproc={nproc} ranks share {cores} CPU cores: they will time-slice, and figures drop")
 
 
 def free_memory_bytes(device_type: str, *, in_rank: bool = False) -> int:
@@ -67,6 +99,8 @@ def free_memory_bytes(device_type: str, *, in_rank: bool = False) -> int:
     the ranks start, the GPU's total (reading free memory would open a CUDA context on GPU 0 in
     the supervisor, which would hold it for the whole run). On CPU the host's available memory."""
     if device_type == "cuda":
+        import torch
+
         return torch.cuda.mem_get_info()[0] if in_rank else torch.cuda.get_device_properties(0).total_memory
     import psutil
 
@@ -75,11 +109,17 @@ def free_memory_bytes(device_type: str, *, in_rank: bool = False) -> int:
 
 def device_name(device_type: str) -> str:
     """The name hardware profiles are matched against."""
-    return torch.cuda.get_device_name() if device_type == "cuda" else _cpu_model()
+    if device_type != "cuda":
+        return _cpu_model()
+    import torch
+
+    return torch.cuda.get_device_name()
 
 
 def cuda_capability_note(dtype: str) -> str:
     """Why a dtype is missing on this GPU."""
+    import torch
+
     need = {"float8": "8.9 (Ada/Hopper)", "tf32": "8.0 (Ampere)", "bfloat16": "8.0 (Ampere)"}.get(dtype, "?")
     major, minor = torch.cuda.get_device_capability()
     return f"needs compute capability {need}; this GPU has {major}.{minor}"
@@ -93,8 +133,10 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def gpu_uuid(device: torch.device) -> str:
+def gpu_uuid(device: Any) -> str:
     """The GPU's UUID as NVML and nvidia-smi write it ('GPU-...'), from torch."""
+    import torch
+
     uuid = str(torch.cuda.get_device_properties(device).uuid)
     return uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
 
@@ -131,8 +173,10 @@ def _nvml_fields(uuid: str | None, index: int) -> dict[str, Any]:
             pynvml.nvmlShutdown()
 
 
-def describe(device: torch.device) -> dict[str, Any]:
-    """What the manifest records about one rank's device."""
+def describe(device: Any) -> dict[str, Any]:
+    """What the manifest records about one rank's device (a torch.device)."""
+    import torch
+
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info: dict[str, Any] = {

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import statistics
 import sys
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
@@ -13,7 +15,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from harness.bench.base import Benchmark, Column
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a printed table: row key, header, format."""
+
+    key: str
+    header: str
+    fmt: str = "{}"
+
+
+class Tabled(Protocol):
+    """What a table of rows needs to know about where they came from (a benchmark plug-in)."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+
 
 # Logs (a batch job's output file) are not terminals: give tables room instead of rich's 80 columns.
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -32,7 +50,7 @@ def _cell(column: Column, row: dict[str, Any]) -> str:
         return str(value)
 
 
-def progress(done: int, total: int, bench: Benchmark, rows: list[dict[str, Any]]) -> None:
+def progress(done: int, total: int, bench: Tabled, rows: list[dict[str, Any]]) -> None:
     """'[ 3/22] all_reduce  float32  4,096 ...' for a case; ranks summarised when there are many."""
     width = len(str(total))
     prefix = f"[{done:>{width}}/{total}] {bench.name:<10}"
@@ -70,7 +88,7 @@ class Progress:
             self._task = self._bar.add_task("measuring", total=self.total)
         return self
 
-    def advance(self, done: int, total: int, bench: Benchmark, rows: list[dict[str, Any]]) -> None:
+    def advance(self, done: int, total: int, bench: Tabled, rows: list[dict[str, Any]]) -> None:
         if not self.enabled:
             return
         progress(done, total, bench, rows)
@@ -104,7 +122,7 @@ def summaries(by_bench: dict[str, dict[str, Any]]) -> None:
         console.print(f"[bold]{name}[/]: {text}")
 
 
-def tables(rows_by_bench: dict[str, list[dict[str, Any]]], benches: dict[str, Benchmark]) -> None:
+def tables(rows_by_bench: Mapping[str, list[dict[str, Any]]], benches: Mapping[str, Tabled]) -> None:
     """One table per benchmark with every row."""
     for name, rows in rows_by_bench.items():
         bench = benches[name]

@@ -6,6 +6,8 @@ validation raises `ConfigError` and only the CLI turns it into the line and the 
 
 from __future__ import annotations
 
+import difflib
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -23,3 +25,9 @@ class RunInterrupted(BaseException):
     """SIGTERM (scancel, the launcher tearing down ranks) turned into an exception so that the
     run is recorded as interrupted. A BaseException, like KeyboardInterrupt, so that no
     `except Exception` in user code swallows it."""
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """' (did you mean X?)' for the closest choice, or '' when nothing is close; for error lines."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.66)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from harness.config.compose import config_dir
 from harness.errors import ConfigError
 
 
@@ -30,10 +31,22 @@ class Profile:
     """Memory bandwidth, TB/s."""
     link_gbps: float | None = None
     """GPU-to-GPU link bandwidth per GPU, both directions, GB/s."""
+    memory_gib: float | None = None
+    """Device memory, GiB (the planner's capacity: a layout fits in 0.9 of it)."""
+    nvlink_domain: int | None = None
+    """GPUs that share one NVLink domain (8 on HGX/DGX, 72 on GB200 NVL72)."""
+    nic_gbit_per_s: float | None = None
+    """Scale-out network bandwidth per GPU, one direction, Gbit/s."""
+    latency_us: dict[str, float] = field(default_factory=dict)
+    """Per-step latency α of a collective, microseconds: intra_node (NVLink) and inter_node (network)."""
     relative: bool = False
     """Acceptance thresholds are fractions of the peers' median (CPU nodes)."""
     thresholds: dict[str, float] = field(default_factory=dict)
     """Acceptance gates as fractions (see HardwareConfig)."""
+
+
+def _optional(value: Any, kind: type) -> Any:
+    return None if value is None else kind(value)
 
 
 def _profile(data: dict) -> Profile:
@@ -44,6 +57,10 @@ def _profile(data: dict) -> Profile:
         peak_tflops={k: float(v) for k, v in (data.get("peak_tflops") or {}).items()},
         memory_tbps=data.get("memory_tbps"),
         link_gbps=data.get("link_gbps"),
+        memory_gib=_optional(data.get("memory_gib"), float),
+        nvlink_domain=_optional(data.get("nvlink_domain"), int),
+        nic_gbit_per_s=_optional(data.get("nic_gbit_per_s"), float),
+        latency_us={k: float(v) for k, v in (data.get("latency_us") or {}).items()},
         relative=bool(data.get("relative", False)),
         thresholds={k: float(v) for k, v in (data.get("thresholds") or {}).items()},
     )
@@ -52,8 +69,6 @@ def _profile(data: dict) -> Profile:
 @cache
 def profiles() -> dict[str, Profile]:
     """Every profile under configs/hardware/, by name."""
-    from harness.config.compose import config_dir  # here: harness.config imports the benchmarks, which import us
-
     found = {}
     for path in sorted((config_dir() / "hardware").glob("*.yaml")):
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)

@@ -12,9 +12,9 @@ import matplotlib
 matplotlib.use("Agg")  # no display on cluster nodes
 import matplotlib.pyplot as plt
 
-from harness.bench.collectives import OPS
+from harness.units import COLLECTIVE_OPS
 
-COLLECTIVES = {op.name for op in OPS}
+COLLECTIVES = set(COLLECTIVE_OPS)
 
 
 def _png(fig: Any) -> bytes:

@@ -16,6 +16,8 @@ import statistics
 import threading
 from typing import Any, Protocol
 
+from harness.devices import nvml_handle
+
 # NVML clock-event reason bits that mean the GPU is held back (not idle, not app clocks).
 THROTTLE_BITS = {
     0x4: "sw_power_cap",
@@ -42,7 +44,6 @@ class NvmlSource:
     def __init__(self, index: int, nvml: Any | None = None, uuid: str | None = None) -> None:
         if nvml is None:
             import pynvml as nvml  # the optional dependency; ImportError means no NVML
-        from harness.devices import nvml_handle
 
         self.nvml = nvml
         nvml.nvmlInit()

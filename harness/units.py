@@ -59,14 +59,16 @@ def hpl_flops(n: int) -> float:
     return 2.0 / 3.0 * n**3 + 3.0 / 2.0 * n**2
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(i?[bB])?\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(i?B)?\s*$")
+_BITS = re.compile(r"^\s*\d+(?:\.\d+)?\s*[kmgtKMGT]?i?b(it)?s?\s*$")
 _MULT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 def parse_bytes(text: str | int) -> int:
-    """'64M' -> 67108864. Binary multiples K, M, G, T (optionally KiB/KB/K); a plain number is bytes.
+    """'64M' -> 67108864. Binary multiples K, M, G, T, written K, KB or KiB alike (1G = 1GB =
+    1GiB = 2^30, as nccl-tests' -b/-e); a plain number is bytes.
 
-    Raises ValueError for anything else, including negative numbers and fractions of a byte.
+    Raises ValueError for anything else: bits ('1Gb'), negative numbers, fractions of a byte.
     """
     if isinstance(text, bool):
         raise ValueError(f"{text!r} is not a size")
@@ -75,6 +77,8 @@ def parse_bytes(text: str | int) -> int:
             raise ValueError(f"{text} is negative")
         return text
     match = _SIZE.match(str(text))
+    if not match and _BITS.match(str(text)):
+        raise ValueError(f"{text!r} is in bits; sizes are bytes: write B or nothing (1G = 1GB = 1GiB = 2^30 bytes)")
     if not match:
         raise ValueError(f"{text!r} is not a size (use bytes with an optional K, M, G or T suffix, e.g. 64M)")
     value = float(match.group(1)) * _MULT[match.group(2).lower()]

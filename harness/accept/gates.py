@@ -20,18 +20,21 @@ from typing import Any
 import numpy as np
 
 from harness.accept.checks import Check, where
-from harness.devices import DTYPES
-from harness.errors import ConfigError
+from harness.bench.base import GateFigure, GateValue
+from harness.bench.registry import BENCHMARKS
+from harness.dtypes import SIZES
+from harness.errors import ConfigError, did_you_mean
 from harness.hardware import Profile
 
 MAD_SCALE = 1.4826
-METRICS = (*(f"gemm_{d}_tflops" for d in DTYPES), "memory_triad_gbps", "all_reduce_busbw_gbps",
-           "all_reduce_world_busbw_gbps", "node_pair_busbw_gbps")  # fmt: skip
+DECLARED: tuple[GateFigure, ...] = tuple(dict.fromkeys(g for b in BENCHMARKS.values() for g in b.gates))
+"""Every gate figure a plug-in declares."""
+METRICS = tuple(dict.fromkeys(g.name.format(dtype=d) for g in DECLARED for d in SIZES))
 """Every figure a run can produce: the names site references use."""
-THRESHOLD_KEYS = tuple(m.removesuffix("_tflops").removesuffix("_gbps") for m in METRICS)
+THRESHOLD_KEYS = tuple(dict.fromkeys(g.threshold_key.format(dtype=d) for g in DECLARED for d in SIZES))
 """The names of hardware.thresholds (a metric without its unit)."""
-_METRIC_CHOICES = "gemm_<dtype>_tflops, memory_triad_gbps, all_reduce_busbw_gbps, all_reduce_world_busbw_gbps, " \
-    "node_pair_busbw_gbps"  # fmt: skip
+_METRIC_CHOICES = ", ".join(dict.fromkeys(g.name.replace("{dtype}", "<dtype>") for g in DECLARED))
+_THRESHOLD_CHOICES = ", ".join(dict.fromkeys(g.threshold_key.replace("{dtype}", "<dtype>") for g in DECLARED))
 
 
 def _is_number(value: Any) -> bool:
@@ -42,8 +45,8 @@ def validate_thresholds(profile: Profile) -> None:
     """hardware.thresholds: known keys, positive fractions (a misspelt key would silently gate nothing)."""
     for key, value in profile.thresholds.items():
         if key not in THRESHOLD_KEYS:
-            raise ConfigError(f"hardware={profile.name}: unknown threshold {key!r}; choices: gemm_<dtype>, "
-                              "memory_triad, all_reduce_busbw, node_pair_busbw")  # fmt: skip
+            raise ConfigError(f"hardware={profile.name}: unknown threshold {key!r}{did_you_mean(key, THRESHOLD_KEYS)}; "
+                              f"choices: {_THRESHOLD_CHOICES}")  # fmt: skip
         if not _is_number(value) or value <= 0:
             raise ConfigError(f"hardware.thresholds.{key}={value!r} must be a fraction > 0")
 
@@ -58,7 +61,9 @@ def validate_references(references: Any) -> None:
         for metric, ref in metrics.items():
             key = f"site.references.{part}.{metric}"
             if metric not in METRICS:
-                raise ConfigError(f"{key}: unknown metric; choices: {_METRIC_CHOICES}")
+                raise ConfigError(
+                    f"{key}: unknown metric{did_you_mean(str(metric), METRICS)}; choices: {_METRIC_CHOICES}"
+                )
             if not isinstance(ref, Mapping) or set(ref) - {"value", "lower", "upper"} or "value" not in ref:
                 raise ConfigError(f"{key} must be {{value: N, lower: F|null, upper: F|null}}, not {ref!r}")
             if not _is_number(ref["value"]):
@@ -85,6 +90,22 @@ class Figure:
     rank: int | None = None
     local_index: int | None = None
     uuid: str | None = None
+    declared: GateFigure | None = None
+    """The plug-in's declaration: threshold key, datasheet base, direction."""
+    dtype: str | None = None
+
+
+def place(value: GateValue, devices: dict[int, dict], device_type: str) -> Figure:
+    """A plug-in's gate value, placed on its GPU (rank), node (host) or the cluster."""
+    declared = value.figure
+    common = {"metric": value.metric, "value": value.value, "unit": declared.unit, "declared": declared,
+              "dtype": value.dtype}  # fmt: skip
+    if declared.subject == "gpu":
+        return Figure(**common, **where(devices.get(value.rank, {}), value.rank, device_type))  # type: ignore[arg-type]
+    if declared.subject == "node":
+        host = value.host or devices.get(value.rank, {}).get("host", "?")
+        return Figure(**common, scope="node", subject=host, host=host)
+    return Figure(**common, scope="cluster", subject="cluster", host="")
 
 
 def outlier_limits(values: np.ndarray, k: float, min_rel: float) -> tuple[float, float]:
@@ -94,62 +115,33 @@ def outlier_limits(values: np.ndarray, k: float, min_rel: float) -> tuple[float,
     return median, median - max(k * mad, min_rel * abs(median))
 
 
-def figures_from_rows(rows: dict[str, list[dict]], devices: dict[int, dict], device_type: str) -> list[Figure]:
-    """Per-GPU figures (best GEMM per dtype, STREAM triad) and per-node figures (all_reduce of
-    each node's group at its largest size, the node-pair exchange's best round)."""
-    out: list[Figure] = []
-
-    def gpu(rank: int) -> dict[str, Any]:
-        return where(devices.get(rank, {}), rank, device_type)
-
-    best: dict[tuple[int, str], float] = {}
-    for r in rows.get("gemm", []):
-        if r.get("tflops") is not None:
-            key = (r["rank"], r["dtype"])
-            best[key] = max(best.get(key, 0.0), r["tflops"])
-    for (rank, dtype), value in sorted(best.items()):
-        out.append(Figure(f"gemm_{dtype}_tflops", value=value, unit="TFLOP/s", **gpu(rank)))
-    for r in rows.get("memory", []):
-        if r.get("kernel") == "triad" and r.get("gbps") is not None:
-            out.append(Figure("memory_triad_gbps", value=r["gbps"], unit="GB/s", **gpu(r["rank"])))
-    node_rows = [r for r in rows.get("all_reduce", []) if r.get("stage") == "node"]
-    if node_rows:
-        largest = max(r["bytes"] for r in node_rows)
-        for r in node_rows:
-            if r["bytes"] == largest and not r.get("in_place"):
-                first_rank = r["group"] * r["group_size"]  # groups are consecutive ranks, one node each
-                host = devices.get(first_rank, {}).get("host", "?")
-                out.append(Figure("all_reduce_busbw_gbps", "node", host, r["busbw_gbps"], "GB/s", host))
-    world = [r for r in rows.get("all_reduce", []) if r.get("stage") == "world" and not r.get("in_place")]
-    if world:  # the whole job's figure: gated by site references (no datasheet figure spans a network)
-        top = max(world, key=lambda r: r["bytes"])
-        out.append(Figure("all_reduce_world_busbw_gbps", "cluster", "cluster", top["busbw_gbps"], "GB/s", ""))
-    pairs = [r for r in rows.get("node_pairs", []) if r.get("busbw_gbps") is not None]
-    if pairs:
-        largest = max(r["bytes"] for r in pairs)
-        per_round: dict[tuple[str, int], float] = {}
-        for r in pairs:
-            if r["bytes"] == largest:
-                key = (r["host"], r["round"])  # a node's figure in a round: its slowest rank
-                per_round[key] = min(per_round.get(key, float("inf")), r["busbw_gbps"])
-        per_node: dict[str, float] = {}
-        for (host, _), value in per_round.items():  # its best round: a bad neighbour costs one round
-            per_node[host] = max(per_node.get(host, 0.0), value)
-        for host, value in sorted(per_node.items()):
-            out.append(Figure("node_pair_busbw_gbps", "node", host, value, "GB/s", host))
-    return out
+def declaration(metric: str) -> tuple[GateFigure | None, str | None]:
+    """The declared gate figure a metric name instantiates, and its dtype ({dtype} templates)."""
+    for declared in DECLARED:
+        if "{dtype}" not in declared.name:
+            if declared.name == metric:
+                return declared, None
+            continue
+        prefix, suffix = declared.name.split("{dtype}")
+        dtype = metric[len(prefix) : len(metric) - len(suffix)] if metric.startswith(prefix) else ""
+        if metric.endswith(suffix) and dtype in SIZES:
+            return declared, dtype
+    return None, None
 
 
-def _base(metric: str, profile: Profile) -> tuple[str, float | None, str]:
-    """(threshold key, datasheet figure in the metric's unit, what it is)."""
-    if metric.startswith("gemm_"):
-        dtype = metric.removeprefix("gemm_").removesuffix("_tflops")
-        return f"gemm_{dtype}", profile.peak_tflops.get(dtype), f"{dtype} peak"
-    if metric == "memory_triad_gbps":
-        return "memory_triad", profile.memory_tbps * 1000 if profile.memory_tbps else None, "memory bandwidth"
-    if metric == "all_reduce_busbw_gbps":
-        return "all_reduce_busbw", profile.link_gbps / 2 if profile.link_gbps else None, "link bandwidth / 2"
-    return metric.removesuffix("_gbps"), None, "datasheet"
+def _base(f: Figure, profile: Profile) -> tuple[str, float | None, str]:
+    """(threshold key, datasheet figure in the metric's unit, what it is), from the declaration."""
+    declared, dtype = (f.declared, f.dtype) if f.declared else declaration(f.metric)
+    if declared is None:
+        return f.metric.removesuffix(f"_{f.unit}"), None, "datasheet"
+    key = declared.threshold_key.format(dtype=dtype)
+    if declared.datasheet == "peak_tflops":
+        return key, profile.peak_tflops.get(dtype or ""), f"{dtype} peak"
+    if declared.datasheet == "memory_gbps":
+        return key, profile.memory_tbps * 1000 if profile.memory_tbps else None, "memory bandwidth"
+    if declared.datasheet == "link_gbps_half":
+        return key, profile.link_gbps / 2 if profile.link_gbps else None, "link bandwidth / 2"
+    return key, None, "datasheet"
 
 
 def _reference(site: dict[str, Any], partition: str, metric: str) -> dict[str, Any] | None:
@@ -161,7 +153,7 @@ def _reference(site: dict[str, Any], partition: str, metric: str) -> dict[str, A
 
 
 def _threshold(f: Figure, profile: Profile, median: float, peers: int, where: dict[str, Any]) -> Check:
-    key, base, what = _base(f.metric, profile)
+    key, base, what = _base(f, profile)
     fraction = profile.thresholds.get(key)
     if fraction is None:
         return Check(f.metric, status="n/a", reason=f"no threshold for {key} in hardware={profile.name}", **where)

@@ -19,6 +19,7 @@ import psutil
 import torch
 
 from harness.accept.checks import Check, where
+from harness.devices import nvml_handle
 from harness.telemetry import THROTTLE_BITS
 
 HW_THROTTLE = {"hw_slowdown", "hw_thermal", "hw_power_brake"}
@@ -87,7 +88,6 @@ def collect(device: torch.device, *, host: str, rank: int, local_rank: int, uuid
         if nvml is None:
             import pynvml as nvml
         nvml.nvmlInit()
-        from harness.devices import nvml_handle
 
         facts.update(gpu_facts(nvml, nvml_handle(nvml, uuid, device.index or 0)))
         facts["uuid"] = facts.get("uuid") or uuid

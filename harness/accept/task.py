@@ -13,79 +13,138 @@ Stages (each skipped where it cannot apply, with a note):
 from __future__ import annotations
 
 import dataclasses
-import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import devices, display, dist, hardware, plots, units
+from harness import devices, display, dist, hardware, plots
 from harness.accept import gates, health, report
 from harness.accept.checks import STATUSES, Check, verdict
-from harness.bench import get
-from harness.bench.base import BenchSpec, PlanEnv
-from harness.bench.driver import SuitePlan, plan_suite, run_suite
-from harness.bench.task import fault_of, min_free_memory, node_count, ranks_sharing_memory, telemetry_for
-from harness.config.schema import RunConfig
-from harness.config.validate import as_list, bench_spec, parse_shapes, validate_accept, validate_faults
+from harness.bench import gemm, ranks
+from harness.bench.base import Benchmark, BenchSpec, PlanEnv
+from harness.bench.collectives.base import CollectiveOptions
+from harness.bench.driver import Fault, plan_suite, run_suite
+from harness.bench.gemm import GemmOptions
+from harness.bench.spec import bench_spec
+from harness.config.job import Job
+from harness.config.schema import AcceptConfig
+from harness.config.validate import as_list, choices, int_at_least, number_at_least, shapes, size
+from harness.dtypes import SIZES, canonical
 from harness.errors import EXIT_FAILED, EXIT_OK, ConfigError
-from harness.results import RunRecord
-from harness.runner import Outcome
+from harness.results import DamagedRun, RunRecord, read_manifest
+from harness.tasks import Outcome
 
 DEFAULT_SHAPES = {"cuda": ((8192, 8192, 8192),), "cpu": ((384, 384, 384),)}
 DEFAULT_COMM_BYTES = {"cuda": "1G", "cpu": "4M"}
 
 
-def validate(cfg: RunConfig, world: int | None, device_type: str) -> None:
+@dataclass(frozen=True)
+class Stage:
+    """One acceptance stage: the benchmarks it runs with their options, and the scope its gate
+    figures are read at (gpu, node, world)."""
+
+    name: str
+    names: tuple[str, ...]
+    spec: BenchSpec
+
+
+@dataclass(frozen=True)
+class AcceptPlan:
+    """What `harness accept` will run and how it judges."""
+
+    profile: hardware.Profile
+    base: BenchSpec
+    """bench.* (warmup, iterations) that every stage starts from."""
+    gemm_dtypes: tuple[str, ...]
+    gemm_shapes: tuple[tuple[int, int, int], ...]
+    comm_bytes: int
+    outlier_mad: float
+    outlier_min_rel: float
+    gpus_per_node: int | None
+    cores_per_node: int | None
+    partition: str
+    fault: Fault
+    injected: dict[str, Any]
+    """Faults a test planted (recorded in the manifest; such runs never feed the GPU history)."""
+    telemetry_interval_s: float | None
+
+
+def _check_options(a: AcceptConfig) -> None:
+    if a.comm_bytes is not None and size("accept.comm_bytes", a.comm_bytes) < 1024:
+        raise ConfigError(f"accept.comm_bytes={a.comm_bytes} must be at least 1K")
+    number_at_least("accept.outlier_mad", a.outlier_mad, 0)
+    number_at_least("accept.outlier_min_rel", a.outlier_min_rel, 0)
+    for key in ("gpus_per_node", "cores_per_node"):
+        if getattr(a, key) is not None:
+            int_at_least(f"accept.{key}", getattr(a, key), 1)
+
+
+def validate(job: Job) -> AcceptPlan:
     """Everything `harness accept` can check before a rank starts, so that bad input leaves no
     run behind: accept.*, bench.*, the hardware profile (auto: this device's) and its thresholds,
     the site's references, the GEMM dtypes this device has, fault.*; ConfigError naming the key."""
-    validate_accept(cfg)
+    cfg, device_type = job.config, job.device_type
+    a = cfg.accept
+    _check_options(a)
     name = devices.device_name(device_type)
     profile = hardware.resolve(dataclasses.asdict(cfg.hardware), name, device_type)
     gates.validate_thresholds(profile)
     gates.validate_references(cfg.site.references)
+    bench: gemm.Gemm = gemm.BENCHMARK
+    named = choices("accept.gemm_dtypes", [canonical(d, key="accept.gemm_dtypes") for d in as_list(a.gemm_dtypes)]
+                    if a.gemm_dtypes else None, tuple(SIZES))  # fmt: skip
+    dtypes = named or bench.gated_dtypes(profile.thresholds) or ("float32",)
+    available = bench.dtypes(device_type)
+    missing = [d for d in dtypes if d not in available]
+    if missing:  # named by where the dtypes came from, not by the bench.dtype they become
+        source = "accept.gemm_dtypes" if named else f"hardware={profile.name}'s gemm thresholds"
+        raise ConfigError(f"{source}: {', '.join(missing)} not available for gemm on {device_type}; "
+                          f"choices: {', '.join(available)}")  # fmt: skip
+    injected = {k: v for k, v in dataclasses.asdict(cfg.fault).items() if v is not None and k != "slow_factor"}
+    if cfg.debug.fault != "none":
+        injected.update({"debug.fault": cfg.debug.fault, "debug.fault_rank": cfg.debug.fault_rank})
+    plan = AcceptPlan(
+        profile=profile, base=bench_spec(cfg.bench, cfg.seed), gemm_dtypes=tuple(dtypes),
+        gemm_shapes=shapes("accept.gemm_shapes", a.gemm_shapes) or DEFAULT_SHAPES[device_type],
+        comm_bytes=size("accept.comm_bytes", a.comm_bytes or DEFAULT_COMM_BYTES[device_type]),
+        outlier_mad=float(a.outlier_mad), outlier_min_rel=float(a.outlier_min_rel), gpus_per_node=a.gpus_per_node,
+        cores_per_node=a.cores_per_node, partition=str(a.partition or dist.slurm_partition() or "*"),
+        fault=ranks.fault_of(cfg, job.world_size), injected=injected,
+        telemetry_interval_s=cfg.telemetry.interval_ms / 1000 if cfg.telemetry.enabled else None,
+    )  # fmt: skip
     env = PlanEnv(device_type=device_type, free_memory_bytes=devices.free_memory_bytes(device_type), device_name=name)
-    available = get("gemm").dtypes(device_type)
-    for _, names, spec in stage_specs(cfg, device_type, profile, nodes=1, per_node=1):
-        missing = [d for d in spec.dtypes or () if names == ["gemm"] and d not in available]
-        if missing:  # named by where the dtypes came from, not by the bench.dtype they become
-            source = "accept.gemm_dtypes" if cfg.accept.gemm_dtypes else f"hardware={profile.name}'s gemm thresholds"
-            raise ConfigError(f"{source}: {', '.join(missing)} not available for gemm on {device_type}; "
-                              f"choices: {', '.join(available)}")  # fmt: skip
-        plan_suite(names, spec, env)
-    validate_faults(cfg, world)
+    for stage in stages(plan, nodes=1, per_node=1):
+        plan_suite(stage.names, stage.spec, env)
+    return plan
 
 
-def stage_specs(cfg: RunConfig, device_type: str, profile: hardware.Profile, nodes: int, per_node: int
-                ) -> list[tuple[str, list[str], BenchSpec]]:  # fmt: skip
-    """(stage, benchmarks, driver options) in order; warmup and iterations come from bench.*."""
-    base = bench_spec(cfg.bench, cfg.seed)
-    a = cfg.accept
-    gated = [k.removeprefix("gemm_") for k in profile.thresholds if k.startswith("gemm_")]
-    dtypes = tuple(as_list(a.gemm_dtypes) or gated or ["float32"])
-    shapes = parse_shapes("accept.gemm_shapes", a.gemm_shapes) if a.gemm_shapes else DEFAULT_SHAPES[device_type]
-    comm = units.parse_bytes(str(a.comm_bytes or DEFAULT_COMM_BYTES[device_type]))
-    comm_spec = dataclasses.replace(base, dtypes=("float32",), min_bytes=max(1024, comm // 64), max_bytes=comm,
-                                    step_factor=4, in_place=False, redops=("sum",))  # fmt: skip
-    stages = [
-        ("gpu", ["gemm"], dataclasses.replace(base, dtypes=dtypes, shapes=tuple(shapes))),
-        ("gpu", ["memory"], dataclasses.replace(base, dtypes=None)),
-    ]
+def stages(plan: AcceptPlan, nodes: int, per_node: int) -> list[Stage]:
+    """The stages in order; warmup and iterations come from bench.*."""
+    base = plan.base
+    comm = dataclasses.replace(base, dtypes=("float32",), min_bytes=max(1024, plan.comm_bytes // 64),
+                               max_bytes=plan.comm_bytes, step_factor=4)  # fmt: skip
+    comm = comm.with_options("collectives", CollectiveOptions(("sum",), 0, False))
+    out = [
+        Stage("gpu", ("gemm",), dataclasses.replace(base, dtypes=plan.gemm_dtypes).with_options(
+            "gemm", GemmOptions(plan.gemm_shapes))),
+        Stage("gpu", ("memory",), dataclasses.replace(base, dtypes=None)),
+    ]  # fmt: skip
     if per_node >= 2:
-        stages.append(("node", ["all_reduce"], dataclasses.replace(comm_spec, groups=nodes)))
+        out.append(Stage("node", ("all_reduce",), dataclasses.replace(comm, groups=nodes)))
     if nodes >= 2:
-        stages.append(("world", ["all_reduce"], comm_spec))
-        stages.append(("pairs", ["node_pairs"], dataclasses.replace(comm_spec, min_bytes=comm)))
-    return stages
+        out.append(Stage("world", ("all_reduce",), comm))
+        out.append(Stage("pairs", ("node_pairs",), dataclasses.replace(comm, min_bytes=plan.comm_bytes)))
+    return out
 
 
 def known_bad(results_dir: str) -> dict[str, str]:
     """UUIDs flagged by earlier acceptance runs under results.dir: {uuid: 'run id: checks'}, so
     that a bad GPU returned to service is recognised."""
     found: dict[str, str] = {}
-    for manifest in sorted(Path(results_dir).glob("*-accept-*/manifest.json")):
+    for path in sorted(Path(results_dir).glob("*-accept-*")):
         try:
-            data = json.loads(manifest.read_text())
-        except (OSError, ValueError):
+            data = read_manifest(path)
+        except DamagedRun:
             continue
         accept = data.get("accept") or {}
         if data.get("task") != "accept" or accept.get("fault_injection"):  # a test's planted faults
@@ -96,72 +155,68 @@ def known_bad(results_dir: str) -> dict[str, str]:
     return found
 
 
-def _partition(cfg: RunConfig) -> str:
-    return str(cfg.accept.partition or dist.slurm_partition() or "*")
+@dataclass
+class Measured:
+    """What the stages measured (rank 0): the rows of each stage and plug-in, in order."""
+
+    parts: list[tuple[Stage, Benchmark, list[dict]]] = dataclasses.field(default_factory=list)
+
+    def by_bench(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for _, bench, rows in self.parts:
+            out.setdefault(bench.name, []).extend(rows)
+        return out
+
+    def ran(self, stage: str) -> bool:
+        return any(s.name == stage and rows for s, _, rows in self.parts)
 
 
-def run(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord | None) -> Outcome:
+def run(job: Job, ctx: dist.DistContext, record: RunRecord | None) -> Outcome:
     """Health, stages and (rank 0) the verdict."""
-    profile = hardware.resolve(dataclasses.asdict(cfg.hardware), devices.device_name(ctx.device.type), ctx.device.type)
-    nodes, per_node = node_count(ctx), max(1, ctx.launch.local_world_size)
+    plan: AcceptPlan = job.plan
+    nodes, per_node = ranks.node_count(ctx), max(1, ctx.launch.local_world_size)
     uuid = devices.gpu_uuid(ctx.device) if ctx.device.type == "cuda" else None
     facts = health.collect(ctx.device, host=dist.host_name(), rank=ctx.rank, local_rank=ctx.launch.local_rank,
                            uuid=uuid)  # fmt: skip
     all_facts = dist.gather_objects(ctx, facts)
-    fault = fault_of(cfg)
-    injected = {k: v for k, v in dataclasses.asdict(cfg.fault).items() if v is not None and k != "slow_factor"}
-    if cfg.debug.fault != "none":
-        injected.update({"debug.fault": cfg.debug.fault, "debug.fault_rank": cfg.debug.fault_rank})
     if record:
-        record.update(accept={"profile": profile.name, "partition": _partition(cfg), "nodes": nodes,
-                              "fault_injection": injected or None})  # fmt: skip
-        if injected:
-            display.note(f"FAULT INJECTION ON (testing only): {injected}")
-    plans = _plans(cfg, ctx, profile, nodes, per_node)
-    rows: dict[str, list[dict]] = {}
-    tele, tele_note = telemetry_for(cfg, ctx)
-    notes = [n for _, plan in plans for n in plan.notes] + ([tele_note] if tele_note else [])
-    if injected:
-        notes.append(f"fault injection on: {injected}")
+        record.update(accept={"profile": plan.profile.name, "partition": plan.partition, "nodes": nodes,
+                              "fault_injection": plan.injected or None})  # fmt: skip
+        if plan.injected:
+            display.note(f"FAULT INJECTION ON (testing only): {plan.injected}")
+    env = ranks.plan_env(ctx, nodes=nodes)
+    suites = [(stage, plan_suite(stage.names, stage.spec, env)) for stage in stages(plan, nodes, per_node)]
+    measured = Measured()
+    tele, tele_note = ranks.telemetry_for(plan.telemetry_interval_s, ctx)
+    notes = [n for _, suite in suites for n in suite.notes] + ([tele_note] if tele_note else [])
+    if plan.injected:
+        notes.append(f"fault injection on: {plan.injected}")
     if record:
         record.update(notes=list(dict.fromkeys(notes)))
-    with display.Progress(sum(p.total for _, p in plans), enabled=ctx.is_root) as progress:
+    with display.Progress(sum(p.total for _, p in suites), enabled=ctx.is_root) as progress:
         offset = 0
-        for stage, plan in plans:
+        for stage, suite in suites:
 
-            def on_rows(_bench: Any, new: list[dict], stage: str = stage) -> None:
-                for row in new:
-                    row["stage"] = stage
-                    rows.setdefault(row["bench"], []).append(row)
+            def on_rows(bench: Benchmark, new: list[dict], stage: Stage = stage) -> None:
+                measured.parts.append((stage, bench, new))
                 if record:
                     record.add_rows(new)
 
             def advance(done: int, total: int, bench: Any, new: list[dict], offset: int = offset) -> None:
                 progress.advance(offset + done, progress.total, bench, new)
 
-            run_suite(plan, ctx, fault=fault, tele=tele, on_rows=on_rows, on_progress=advance)
-            offset += plan.total
+            run_suite(suite, ctx, fault=plan.fault, tele=tele, labels={"stage": stage.name}, on_rows=on_rows,
+                      on_progress=advance, device_name=devices.device_name(ctx.device.type))  # fmt: skip
+            offset += suite.total
     if not record:
         return Outcome()
-    return _conclude(cfg, ctx, record, profile, all_facts or [], rows, nodes)
+    return _conclude(job, ctx, record, all_facts or [], measured, nodes)
 
 
-def _plans(cfg: RunConfig, ctx: dist.DistContext, profile: hardware.Profile, nodes: int, per_node: int
-           ) -> list[tuple[str, SuitePlan]]:  # fmt: skip
-    free = min_free_memory(ctx)
-    plans = []
-    for stage, names, spec in stage_specs(cfg, ctx.device.type, profile, nodes, per_node):
-        env = PlanEnv(device_type=ctx.device.type, free_memory_bytes=free, world_size=ctx.world_size,
-                      ranks_per_host=ranks_sharing_memory(ctx), device_name=devices.device_name(ctx.device.type),
-                      nodes=nodes)  # fmt: skip
-        plans.append((stage, plan_suite(names, spec, env)))
-    return plans
-
-
-def _not_run(rows: dict[str, list[dict]], nodes: int, per_node: int) -> list[Check]:
+def _not_run(measured: Measured, nodes: int, per_node: int) -> list[Check]:
     """The bandwidth gates a job of this shape cannot measure, listed as not applicable."""
     out = []
-    if not any(r.get("stage") == "node" for r in rows.get("all_reduce", [])):
+    if not measured.ran("node"):
         reason = f"{per_node} rank per node: no intra-node collective to measure"
         out.append(Check("all_reduce_busbw_gbps", "cluster", "cluster", "n/a", reason))
     if nodes < 2:
@@ -170,26 +225,40 @@ def _not_run(rows: dict[str, list[dict]], nodes: int, per_node: int) -> list[Che
     return out
 
 
-def _conclude(cfg: RunConfig, ctx: dist.DistContext, record: RunRecord, profile: hardware.Profile,
-              facts: list[dict], rows: dict[str, list[dict]], nodes: int) -> Outcome:  # fmt: skip
+def _figures(measured: Measured, by_rank: dict[int, dict], device_type: str) -> list[gates.Figure]:
+    """Every gate figure the plug-ins declare, from each stage's rows."""
+    values = []
+    merged: dict[tuple[str, str], tuple[Stage, Benchmark, list[dict]]] = {}
+    for stage, bench, rows in measured.parts:  # a plug-in's rows of one stage, all cases together
+        key = (stage.name, bench.name)
+        merged[key] = (stage, bench, merged.get(key, (stage, bench, []))[2] + rows)
+    for stage, bench, rows in merged.values():
+        values.extend(bench.gate_values(rows, scope=stage.name))
+    return [gates.place(v, by_rank, device_type) for v in values]
+
+
+def _conclude(job: Job, ctx: dist.DistContext, record: RunRecord, facts: list[dict], measured: Measured,
+              nodes: int) -> Outcome:  # fmt: skip
     """Rank 0 only (no collective call here): checks, verdict, report files."""
+    plan: AcceptPlan = job.plan
+    cfg = job.config
     by_rank = {f["rank"]: f for f in facts}
-    checks: list[Check] = health.evaluate(facts, gpus_per_node=cfg.accept.gpus_per_node,
-                                          cores_per_node=cfg.accept.cores_per_node,
+    rows = measured.by_bench()
+    checks: list[Check] = health.evaluate(facts, gpus_per_node=plan.gpus_per_node,
+                                          cores_per_node=plan.cores_per_node,
                                           known_bad=known_bad(cfg.results.dir))  # fmt: skip
     checks += gates.correctness(rows, by_rank, ctx.device.type)
-    checks += _not_run(rows, nodes, max(1, ctx.launch.local_world_size))
-    figures = gates.figures_from_rows(rows, by_rank, ctx.device.type)
-    checks += gates.judge(figures, profile, site=dict(cfg.site.references), partition=_partition(cfg),
-                          outlier_mad=float(cfg.accept.outlier_mad),
-                          outlier_min_rel=float(cfg.accept.outlier_min_rel))  # fmt: skip
+    checks += _not_run(measured, nodes, max(1, ctx.launch.local_world_size))
+    checks += gates.judge(_figures(measured, by_rank, ctx.device.type), plan.profile, site=dict(cfg.site.references),
+                          partition=plan.partition, outlier_mad=plan.outlier_mad,
+                          outlier_min_rel=plan.outlier_min_rel)  # fmt: skip
     result = verdict(checks)
     exclude = report.exclude_list(checks)
     drains = report.drain_lines(checks, record.run_id)
-    meta = {"run": record.run_id, "hardware profile": profile.name, "site": cfg.site.name,
-            "partition": _partition(cfg), "nodes": nodes, "ranks": ctx.world_size,
+    meta = {"run": record.run_id, "hardware profile": plan.profile.name, "site": cfg.site.name,
+            "partition": plan.partition, "nodes": nodes, "ranks": ctx.world_size,
             "devices": ", ".join(sorted({str(f.get("name") or f.get("device_type")) for f in facts}))}  # fmt: skip
-    record.add_rows([{"bench": "accept_check", "passed": c.status != "fail",
+    record.add_rows([{"kind": "accept_check", "passed": c.status != "fail",
                       **{k: v for k, v in c.to_dict().items() if v is not None}} for c in checks])  # fmt: skip
     images = report.bar_plots(checks)
     busbw = plots.busbw_plot({k: v for k, v in rows.items() if k == "all_reduce"})

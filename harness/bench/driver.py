@@ -1,30 +1,30 @@
 """The one benchmark driver: plans cases, times them, checks them, samples telemetry beside
 them, aggregates across ranks and groups, shows progress and hands rows to the run record.
-Plug-ins only plan and build cases (see base.py)."""
+Plug-ins only plan, build and count (see base.py)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from harness import dist, telemetry
-from harness.bench import expand, get
-from harness.bench.base import Benchmark, BenchSpec, PlanEnv
+from harness.bench.base import Benchmark, BenchSpec, CaseSpec, PlanEnv, Runnable, Where
+from harness.bench.registry import expand, get
 from harness.bench.timing import measure, synchronize
 from harness.errors import ConfigError
 
 
-@dataclass
+@dataclass(frozen=True)
 class SuitePlan:
     """What a `harness bench` run will measure: plug-ins with their cases, in order."""
 
     spec: BenchSpec
-    items: list[tuple[Benchmark, list[dict]]]
-    notes: list[str] = field(default_factory=list)
+    items: tuple[tuple[Benchmark, tuple[CaseSpec, ...]], ...]
+    notes: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
@@ -38,7 +38,7 @@ class SuiteResult:
     total: int = 0
 
 
-def plan_suite(names: list[str], spec: BenchSpec, env: PlanEnv) -> SuitePlan:
+def plan_suite(names: tuple[str, ...] | list[str], spec: BenchSpec, env: PlanEnv) -> SuitePlan:
     """Resolve names and dtypes and enumerate every case; ConfigError for anything that cannot run."""
     if not names:
         raise ConfigError("no benchmark named; usage: harness bench NAME[,NAME...], e.g. harness bench gemm")
@@ -48,7 +48,7 @@ def plan_suite(names: list[str], spec: BenchSpec, env: PlanEnv) -> SuitePlan:
             f"choose one of {', '.join(str(g) for g in range(1, env.world_size + 1) if env.world_size % g == 0)}"
         )
     items = []
-    for name in expand(names):
+    for name in expand(list(names)):
         bench = get(name)
         allowed = bench.dtypes(env.device_type)
         if spec.dtypes is None:
@@ -66,10 +66,10 @@ def plan_suite(names: list[str], spec: BenchSpec, env: PlanEnv) -> SuitePlan:
                 )
             for dtype in refused:  # a suite: other benchmarks take this dtype
                 env.note(f"{name}: {dtype} does not apply; skipped")
-        items.append((bench, bench.plan(spec, dtypes, env)))
+        items.append((bench, tuple(bench.plan(spec, dtypes, env))))
     if not any(cases for _, cases in items):
         raise ConfigError(f"nothing to measure: {'; '.join(env.notes) or 'no case in the plan'}")
-    return SuitePlan(spec, items, env.notes)
+    return SuitePlan(spec, tuple(items), tuple(env.notes))
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,59 @@ class Fault:
     rank: int = 0
     slow_rank: int | None = None
     slow_factor: float = 3.0
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """Sampling settings and this rank's source (None: off)."""
+
+    source: telemetry.Source | None = None
+    interval_s: float = 0.1
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One rank's measurement of one case: frozen and picklable, gathered to rank 0."""
+
+    case: CaseSpec
+    rank: int
+    local_rank: int
+    host: str
+    group: int
+    median_s: float
+    min_s: float
+    max_s: float
+    check: Mapping[str, Any]
+    """The plug-in's verify(): passed, and wrong / rel_error / ... as it checks."""
+    telemetry: Mapping[str, Any]
+    device_name: str = ""
+
+    @property
+    def wrong(self) -> int:
+        return int(self.check.get("wrong", 0) or 0)
+
+    def to_row(self, kind: str, world_size: int, figures: Mapping[str, Any]) -> dict[str, Any]:
+        """This rank's row (plug-ins that measure each rank's own device)."""
+        return {
+            "kind": kind, **self.case.labels(), "rank": self.rank, "local_rank": self.local_rank,
+            "host": self.host, "world_size": world_size, "time_us": self.median_s * 1e6,
+            "time_us_min": self.min_s * 1e6, "time_us_max": self.max_s * 1e6, **figures, **self.check,
+            **self.telemetry,
+        }  # fmt: skip
+
+
+def group_row(kind: str, members: list[Measurement], world_size: int, figures: Mapping[str, Any]) -> dict[str, Any]:
+    """A communicator's row: each rank's median, then the slowest rank's (as nccl-tests)."""
+    slowest = max(members, key=lambda m: m.median_s)
+    wrong = sum(m.wrong for m in members)
+    return {
+        "kind": kind, **members[0].case.labels(), "group": members[0].group, "group_size": len(members),
+        "world_size": world_size, "time_us": slowest.median_s * 1e6,
+        "time_us_min": min(m.median_s for m in members) * 1e6, "time_us_max": slowest.median_s * 1e6,
+        "slowest_rank": slowest.rank, **figures, "wrong": wrong,
+        "wrong_ranks": [m.rank for m in members if m.wrong], "passed": wrong == 0,
+        **telemetry.merge([dict(m.telemetry) for m in members]),
+    }  # fmt: skip
 
 
 def _slowed(run: Callable[[], Any], device: torch.device, factor: float) -> Callable[[], Any]:
@@ -106,94 +159,53 @@ def _inject_before(fault: Fault, ctx: dist.DistContext) -> None:
             time.sleep(1)
 
 
-@dataclass(frozen=True)
-class Telemetry:
-    """Sampling settings and this rank's source (None: off)."""
-
-    source: telemetry.Source | None = None
-    interval_s: float = 0.1
-
-
-def _measure_case(
-    bench: Benchmark, case_spec: dict, ctx: dist.DistContext, spec: BenchSpec, comm: dist.Comm, corrupt: bool,
-    tele: Telemetry, fault: Fault = Fault(),
-) -> dict[str, Any]:  # fmt: skip
+def _measure_case(bench: Benchmark, case: CaseSpec, ctx: dist.DistContext, spec: BenchSpec, comm: dist.Comm, *,
+                  corrupt: bool, tele: Telemetry, fault: Fault, device_name: str) -> Measurement:  # fmt: skip
     """Check once, then time with telemetry; returns this rank's measurement."""
-    case = bench.build(case_spec, ctx, spec, comm)
+    runnable: Runnable = bench.build(case, ctx, spec, comm)
+    run = runnable.run
     if fault.slow_rank == ctx.rank:
-        case.run = _slowed(case.run, ctx.device, fault.slow_factor)
-    if case.reset:
-        case.reset()
-    if case.prepare:
-        case.prepare()
-    case.run()
+        run = _slowed(run, ctx.device, fault.slow_factor)
+    if runnable.reset:
+        runnable.reset()
+    if runnable.prepare:
+        runnable.prepare()
+    run()
     synchronize(ctx.device)
     if corrupt:
-        flat = case.output.view(-1)
+        flat = runnable.output.view(-1)
         flat[0] = flat[0] + 1000
-    check = case.verify()
+    check = runnable.verify()
     sampler = telemetry.Sampler(tele.source, tele.interval_s) if tele.source else None
     if sampler:
         sampler.start()
-    timing = measure(case.run, device=ctx.device, warmup=spec.warmup, iters=spec.iters, prepare=case.prepare)
+    timing = measure(run, device=ctx.device, warmup=spec.warmup, iters=spec.iters, prepare=runnable.prepare)
     summary = sampler.stop() if sampler else {}
-    return {
-        "labels": case.labels,
-        "check": check,
-        "median": timing.median,
-        "min": timing.min,
-        "max": timing.max,
-        "figures": case.figures(timing.median),
-        "figures_fn": case.figures,
-        "telemetry": summary,
-        "rank": ctx.rank,
-        "local_rank": ctx.launch.local_rank,
-        "host": dist.host_name(),
-        "group": comm.index,
-    }
+    return Measurement(case, ctx.rank, ctx.launch.local_rank, dist.host_name(), comm.index, timing.median,
+                       timing.min, timing.max, check, summary, device_name)  # fmt: skip
 
 
-def _rank_row(name: str, m: dict, world_size: int) -> dict:
-    return {
-        "bench": name,
-        **m["labels"],
-        "rank": m["rank"],
-        "local_rank": m["local_rank"],
-        "host": m["host"],
-        "world_size": world_size,
-        "time_us": m["median"] * 1e6,
-        "time_us_min": m["min"] * 1e6,
-        "time_us_max": m["max"] * 1e6,
-        **m["figures"],
-        **m["check"],
-        **m["telemetry"],
-    }
-
-
-def _group_rows(name: str, measured: list[dict], figures_fn: Callable, world_size: int) -> list[dict]:
-    """One row per communicator: each rank's median, then the slowest rank's (as nccl-tests)."""
+def _rows(bench: Benchmark, measured: list[Measurement], world_size: int, device_type: str,
+          earlier: list[dict[str, Any]], labels: Mapping[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+    """Rank 0: the rows of one case (one per communicator for collectives, one per rank else)."""
     rows = []
-    for group in sorted({m["group"] for m in measured}):
-        members = [m for m in measured if m["group"] == group]
-        slowest = max(members, key=lambda m: m["median"])
-        wrong = sum(int(m["check"]["wrong"]) for m in members)
-        rows.append({
-            "bench": name,
-            **members[0]["labels"],
-            "group": group,
-            "group_size": len(members),
-            "world_size": world_size,
-            "time_us": slowest["median"] * 1e6,
-            "time_us_min": min(m["median"] for m in members) * 1e6,
-            "time_us_max": slowest["median"] * 1e6,
-            "slowest_rank": slowest["rank"],
-            **figures_fn(slowest["median"]),
-            "wrong": wrong,
-            "wrong_ranks": [m["rank"] for m in members if m["check"]["wrong"]],
-            "passed": wrong == 0,
-            **telemetry.merge([m["telemetry"] for m in members]),
-        })  # fmt: skip
-    return rows
+    if bench.collective:
+        for group in sorted({m.group for m in measured}):
+            members = [m for m in measured if m.group == group]
+            slowest = max(members, key=lambda m: m.median_s)
+            where = Where(device_type, slowest.device_name, len(members))
+            rows.append(group_row(bench.name, members, world_size, bench.figures(slowest.case, slowest.median_s,
+                                                                                where)))  # fmt: skip
+    else:
+        for m in measured:
+            figures = bench.figures(m.case, m.median_s, Where(device_type, m.device_name, 1))
+            rows.append(m.to_row(bench.name, world_size, figures))
+    out = []
+    for row in rows:
+        row = {**row, **labels}
+        row.update(bench.derive(row, earlier + out))
+        out.append(row)
+    return out
 
 
 def run_suite(
@@ -202,29 +214,28 @@ def run_suite(
     *,
     fault: Fault = Fault(),
     tele: Telemetry = Telemetry(),
+    labels: Mapping[str, Any] | None = None,
+    device_name: str = "",
     on_rows: Callable[[Benchmark, list[dict]], None] | None = None,
     on_progress: Callable[[int, int, Benchmark, list[dict]], None] | None = None,
 ) -> SuiteResult:
-    """Measure every case of the plan on every rank; rank 0 receives the rows."""
+    """Measure every case of the plan on every rank; rank 0 receives the rows. `labels` are
+    added to every row (acceptance's stage)."""
     result = SuiteResult()
     done = 0
     _inject_before(fault, ctx)
     for bench, cases in plan.items:
         comm = dist.split(ctx, plan.spec.groups) if bench.collective else dist.split(ctx, 1)
-        for case_spec in cases:
+        for case in cases:
             corrupt = fault.kind == "wrong_result" and fault.rank == ctx.rank and done == 0
-            mine = _measure_case(bench, case_spec, ctx, plan.spec, comm, corrupt, tele, fault)
-            figures_fn = mine.pop("figures_fn")  # a closure: not sent between ranks
+            mine = _measure_case(bench, case, ctx, plan.spec, comm, corrupt=corrupt, tele=tele, fault=fault,
+                                 device_name=device_name)  # fmt: skip
             measured = dist.gather_objects(ctx, mine)
             done += 1
             if ctx.is_root and measured:
-                if bench.collective:
-                    # Each group's figures come from its own slowest rank; rank 0's figures_fn
-                    # computes bandwidths from bytes and the group size, the same for all groups.
-                    rows = _group_rows(bench.name, measured, figures_fn, ctx.world_size)
-                else:
-                    rows = [_rank_row(bench.name, m, ctx.world_size) for m in measured]
-                result.rows.setdefault(bench.name, []).extend(rows)
+                earlier = result.rows.setdefault(bench.name, [])
+                rows = _rows(bench, measured, ctx.world_size, ctx.device.type, earlier, labels or {})
+                earlier.extend(rows)
                 result.total += len(rows)
                 result.failed += sum(1 for r in rows if not r["passed"])
                 if on_rows:

@@ -10,18 +10,26 @@ rounding. Row 0 and column 0 are always in the sample.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from harness import units
-from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
-from harness.devices import DTYPES, cuda_capability_note, device_dtypes, device_name
+from harness.bench.base import Benchmark, BenchSpec, CaseSpec, GateFigure, GateValue, PlanEnv, Runnable, Where
+from harness.config.schema import BenchConfig
+from harness.config.validate import shapes as parse_shapes
+from harness.config.validate import sizes
+from harness.devices import cuda_capability_note, device_dtypes
+from harness.display import Column
 from harness.dist import Comm, DistContext
+from harness.dtypes import itemsize, torch_dtype
 from harness.errors import ConfigError
 from harness.hardware import peak_tflops
+from harness.results.kinds import Metric
 
 # Largest normwise relative error accepted per dtype: a few times what rounding gives for
 # k up to 16K, far below what a broken unit gives (order 1).
@@ -42,6 +50,35 @@ DEFAULT_SHAPES = {
     "cuda": ((4096, 4096, 4096), (8192, 8192, 8192), (8192, 1024, 8192), (1024, 8192, 8192)),
 }
 SAMPLE = 64  # rows and columns of the fp64 check
+TFLOPS = GateFigure("gemm_{dtype}_tflops", "TFLOP/s", "gpu", datasheet="peak_tflops")
+
+
+@dataclass(frozen=True)
+class GemmOptions:
+    """bench.shapes plus the bench.m x bench.n x bench.k grid; None: the device's default."""
+
+    shapes: tuple[tuple[int, int, int], ...] | None = None
+
+
+@dataclass(frozen=True)
+class GemmCase(CaseSpec):
+    m: int
+    n: int
+    k: int
+
+    def labels(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "m": self.m, "n": self.n, "k": self.k, "shape": f"{self.m}x{self.n}x{self.k}"}
+
+
+def _grid(bench: BenchConfig) -> list[tuple[int, int, int]]:
+    dims = {key: sizes(f"bench.{key}", getattr(bench, key)) for key in ("m", "n", "k")}
+    given = [key for key, found in dims.items() if found is not None]
+    if not given:
+        return []
+    if len(given) != 3:
+        missing = [key for key in dims if key not in given]
+        raise ConfigError(f"bench.m, bench.n and bench.k make a grid together; also give {', '.join(missing)}")
+    return list(itertools.product(dims["m"], dims["n"], dims["k"]))  # type: ignore[arg-type]
 
 
 class Gemm(Benchmark):
@@ -58,6 +95,13 @@ class Gemm(Benchmark):
         Column("efficiency", "of peak", "{:.1%}"),
         Column("rel_error", "rel. error", "{:.1e}"),
     )
+    identity = ("dtype", "m", "n", "k", "rank")
+    metrics = (Metric("tflops", "TFLOP/s"), Metric("time_us", "us", higher_is_better=False))
+    gates = (TFLOPS,)
+
+    def parse_options(self, bench: BenchConfig) -> GemmOptions:
+        shapes = list(parse_shapes("bench.shapes", bench.shapes) or ()) + _grid(bench)
+        return GemmOptions(tuple(dict.fromkeys(shapes)) or None)
 
     def dtypes(self, device_type: str) -> tuple[str, ...]:
         return tuple(d for d in device_dtypes(device_type) if d in TOLERANCE)
@@ -69,11 +113,11 @@ class Gemm(Benchmark):
         why = cuda_capability_note(dtype) if device_type == "cuda" else "the CPU has no such unit"
         return f"gemm: skipping {dtype} ({why})"
 
-    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[dict]:
-        shapes = spec.shapes or DEFAULT_SHAPES[env.device_type]
+    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[GemmCase]:
+        shapes = spec.options_of(self).shapes or DEFAULT_SHAPES[env.device_type]
         cases = []
         for dtype in dtypes:
-            size = DTYPES[dtype][1]
+            size = itemsize(dtype)
             for m, n, k in shapes:
                 if dtype == "float8" and (k % 16 or n % 16):
                     # torch._scaled_mm (cuBLASLt FP8) needs k and n to be multiples of 16.
@@ -83,13 +127,13 @@ class Gemm(Benchmark):
                 # A, B and C, plus the float32 copies A and B are made from
                 need = (m * k + k * n) * (size + 4) + m * n * out_size
                 env.require(need, f"bench.shapes: {m}x{n}x{k} in {dtype}")
-                cases.append({"dtype": dtype, "m": m, "n": n, "k": k})
+                cases.append(GemmCase(dtype, m, n, k))
         if dtypes and not cases:
             raise ConfigError(f"gemm: no shape can run in {', '.join(dtypes)}: {'; '.join(env.notes)}")
         return cases
 
-    def build(self, case: dict, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Case:
-        dtype, m, n, k = case["dtype"], case["m"], case["n"], case["k"]
+    def build(self, case: GemmCase, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Runnable:
+        dtype, m, n, k = case.dtype, case.m, case.n, case.k
         device = ctx.device
         gen = torch.Generator(device="cpu").manual_seed(spec.seed * 1000003 + ctx.rank)
         a32 = torch.randn(m, k, generator=gen).to(device)
@@ -106,7 +150,7 @@ class Gemm(Benchmark):
             def run() -> None:
                 torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16, out=out)
         else:
-            a, b = a32.to(DTYPES[dtype][0]), b32.to(DTYPES[dtype][0])
+            a, b = a32.to(torch_dtype(dtype)), b32.to(torch_dtype(dtype))
             out = torch.empty(m, n, dtype=a.dtype, device=device)
 
             def run() -> None:
@@ -123,15 +167,28 @@ class Gemm(Benchmark):
             rel_error = float(torch.linalg.norm(got - ref) / torch.linalg.norm(ref).clamp_min(1e-300))
             return {"rel_error": rel_error, "tolerance": tolerance, "passed": rel_error <= tolerance}
 
-        flops = units.gemm_flops(m, n, k)
-        peak = peak_tflops(device_name(device.type), device.type, dtype)
+        return Runnable(run, verify, out)
 
-        def figures(seconds: float) -> dict:
-            tflops = units.tflops(flops, seconds)
-            return {"tflops": tflops, "peak_tflops": peak, "efficiency": tflops / peak if peak else None}
+    def figures(self, case: GemmCase, seconds: float, where: Where) -> dict[str, Any]:
+        tflops = units.tflops(units.gemm_flops(case.m, case.n, case.k), seconds)
+        peak = peak_tflops(where.device_name, where.device_type, case.dtype)
+        return {"tflops": tflops, "peak_tflops": peak, "efficiency": tflops / peak if peak else None}
 
-        labels = {"dtype": dtype, "m": m, "n": n, "k": k, "shape": f"{m}x{n}x{k}"}
-        return Case(labels, run, verify, out, figures)
+    def gate_values(self, rows: list[dict], scope: str) -> list[GateValue]:
+        """Each rank's best TFLOP/s per dtype (mamf-finder's MAMF of that GPU)."""
+        best: dict[tuple[int, str], float] = {}
+        for r in rows:
+            if r.get("tflops") is not None:
+                key = (r["rank"], r["dtype"])
+                best[key] = max(best.get(key, 0.0), r["tflops"])
+        return [GateValue(TFLOPS, TFLOPS.name.format(dtype=dtype), value, rank=rank, dtype=dtype)
+                for (rank, dtype), value in sorted(best.items())]  # fmt: skip
+
+    def gated_dtypes(self, thresholds: dict[str, float]) -> tuple[str, ...]:
+        """The dtypes a profile's thresholds gate (gemm_<dtype> keys)."""
+        prefix, suffix = TFLOPS.threshold_key.split("{dtype}")
+        return tuple(k[len(prefix) : len(k) - len(suffix)] for k in thresholds if k.startswith(prefix) and
+                     k.endswith(suffix))  # fmt: skip
 
     def summary(self, rows: list[dict]) -> dict[str, Any]:
         """Per dtype: MAMF (the best shape), median and geometric mean over shapes, of the slowest

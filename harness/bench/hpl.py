@@ -5,18 +5,33 @@ A and b are uniform in [−0.5, 0.5), as in HPL."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from harness import units
-from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
-from harness.devices import device_name
+from harness.bench.base import Benchmark, BenchSpec, CaseSpec, PlanEnv, Runnable, Where
+from harness.config.schema import BenchConfig
+from harness.config.validate import sizes
+from harness.display import Column
 from harness.dist import Comm, DistContext
 from harness.hardware import peak_tflops
+from harness.results.kinds import Metric
 
 THRESHOLD = 16.0
 DEFAULT_N = {"cpu": (1024, 2048), "cuda": (8192, 16384)}
+
+
+@dataclass(frozen=True)
+class HplOptions:
+    orders: tuple[int, ...] | None = None
+    """bench.hpl_n; None: the device's default."""
+
+
+@dataclass(frozen=True)
+class HplCase(CaseSpec):
+    n: int
 
 
 def scaled_residual(a: torch.Tensor, x: torch.Tensor, b: torch.Tensor) -> float:
@@ -44,6 +59,12 @@ class Hpl(Benchmark):
         Column("gflops", "GFLOP/s", "{:.2f}"),
         Column("residual", "residual", "{:.3g}"),
     )
+    identity = ("n", "rank")
+    metrics = (Metric("gflops", "GFLOP/s"), Metric("time_us", "us", higher_is_better=False))
+
+    def parse_options(self, bench: BenchConfig) -> HplOptions:
+        orders = sizes("bench.hpl_n", bench.hpl_n)
+        return HplOptions(tuple(orders) if orders is not None else None)
 
     def dtypes(self, device_type: str) -> tuple[str, ...]:
         return ("float64",)
@@ -51,15 +72,15 @@ class Hpl(Benchmark):
     def default_dtypes(self, device_type: str) -> tuple[str, ...]:
         return ("float64",)
 
-    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[dict]:
+    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[HplCase]:
         cases = []
-        for n in spec.hpl_n or DEFAULT_N[env.device_type]:
+        for n in spec.options_of(self).orders or DEFAULT_N[env.device_type]:
             env.require(3 * 8 * n * n, f"bench.hpl_n: N={n}")  # A, its LU factors, and A·x in the check
-            cases.append({"n": n, "dtype": "float64"})
+            cases.append(HplCase("float64", n))
         return cases
 
-    def build(self, case: dict, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Case:
-        n = case["n"]
+    def build(self, case: HplCase, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Runnable:
+        n = case.n
         gen = torch.Generator(device="cpu").manual_seed(spec.seed * 7919 + ctx.rank)
         a = (torch.rand(n, n, generator=gen, dtype=torch.float64) - 0.5).to(ctx.device)
         b = (torch.rand(n, 1, generator=gen, dtype=torch.float64) - 0.5).to(ctx.device)
@@ -72,14 +93,12 @@ class Hpl(Benchmark):
             residual = scaled_residual(a, x, b)
             return {"residual": residual, "threshold": THRESHOLD, "passed": residual < THRESHOLD}
 
-        flops = units.hpl_flops(n)
-        peak = peak_tflops(device_name(ctx.device.type), ctx.device.type, "float64")
+        return Runnable(run, verify, x)
 
-        def figures(seconds: float) -> dict:
-            gflops = flops / seconds / 1e9
-            return {"gflops": gflops, "efficiency": gflops / 1e3 / peak if peak else None}
-
-        return Case(dict(case), run, verify, x, figures)
+    def figures(self, case: HplCase, seconds: float, where: Where) -> dict[str, Any]:
+        gflops = units.hpl_flops(case.n) / seconds / 1e9
+        peak = peak_tflops(where.device_name, where.device_type, "float64")
+        return {"gflops": gflops, "efficiency": gflops / 1e3 / peak if peak else None}
 
     def summary(self, rows: list[dict]) -> dict[str, Any]:
         good = [r for r in rows if r.get("gflops")]

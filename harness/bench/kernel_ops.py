@@ -16,84 +16,61 @@ computed on each rank from the cases of the same op, size and mode, run just bef
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from harness import units
 from harness.bench import memory
-from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
-from harness.config.compose import config_dir, group_options
-from harness.devices import DTYPES, device_name
+from harness.bench.base import Benchmark, BenchSpec, CaseSpec, PlanEnv, Runnable, Where
+from harness.bench.kernel_cases import OPS, build_case, model_dims, op_bytes, op_flops, op_shapes
+from harness.config.compose import group_options
+from harness.config.schema import BenchConfig
+from harness.config.validate import choices, int_at_least
+from harness.display import Column
 from harness.dist import Comm, DistContext
+from harness.dtypes import itemsize
 from harness.errors import ConfigError
 from harness.hardware import profile_for
+from harness.results.kinds import Metric
 
-OPS = ("rms_norm", "swiglu", "rope", "fused_linear_cross_entropy")
 IMPLS = ("eager", "compile", "fused")  # in this order: speedups refer to the cases before
 MODES = ("fwd", "fwd_bwd")
+TIMINGS = ("launch", "graph")
 DEFAULT_MODELS = {"cuda": ("llama3-1b", "llama3-8b", "llama3-70b"), "cpu": ("small",)}
 DEFAULT_TOKENS = {"cuda": 16384, "cpu": 256}  # GPU: a micro-batch of 4 x 4096
-# Largest error accepted against the float32 reference, relative to its largest magnitude.
-TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 3e-2}
 
 
 @dataclass(frozen=True)
-class Dims:
-    """The sizes of a model preset the ops run at."""
+class KernelOptions:
+    """bench.kernel_*, parsed; None: the device's default."""
 
-    dim: int
-    ffn_dim: int
-    n_heads: int
-    n_kv_heads: int
-    vocab_size: int
-
-
-@functools.cache
-def model_dims(name: str) -> Dims:
-    path = config_dir() / "model" / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"bench.kernel_models: unknown model {name!r}; choices: {', '.join(group_options('model'))}")
-    data = OmegaConf.load(path)
-    return Dims(data.dim, data.ffn_dim, data.n_heads, data.n_kv_heads, data.vocab_size)
+    ops: tuple[str, ...] | None = None
+    impls: tuple[str, ...] | None = None
+    models: tuple[str, ...] | None = None
+    tokens: int | None = None
+    timing: str = "launch"
 
 
-def op_shapes(op: str, d: Dims, tokens: int) -> dict[str, tuple[int, ...]]:
-    """The input tensors of `op` for one call over `tokens` tokens (batch 1)."""
-    head_dim = d.dim // d.n_heads
-    return {
-        "rms_norm": {"x": (tokens, d.dim), "weight": (d.dim,)},
-        "swiglu": {"gate": (tokens, d.ffn_dim), "up": (tokens, d.ffn_dim)},
-        "rope": {"q": (1, tokens, d.n_heads, head_dim), "k": (1, tokens, d.n_kv_heads, head_dim)},
-        "fused_linear_cross_entropy": {"hidden": (tokens, d.dim), "weight": (d.vocab_size, d.dim)},
-    }[op]
+@dataclass(frozen=True)
+class KernelCase(CaseSpec):
+    op: str
+    model: str
+    mode: str
+    impl: str
+    timing: str
+    tokens: int
+    shape: str
+    bytes: int
+    """Minimal bytes the op moves (op_bytes)."""
 
 
-def op_bytes(op: str, shapes: dict[str, tuple[int, ...]], size: int, mode: str) -> int:
-    """Minimal bytes moved: forward reads the inputs and writes the outputs once; backward
-    reads the saved inputs and the output gradients and writes the input gradients."""
-    n = {k: math.prod(v) for k, v in shapes.items()}
-    if op == "rms_norm":  # fwd x, w -> y; bwd x, dy, w -> dx, dw
-        fwd, bwd = 2 * n["x"] + n["weight"], 3 * n["x"] + 2 * n["weight"]
-    elif op == "swiglu":  # fwd g, u -> y; bwd dy, g, u -> dg, du
-        fwd, bwd = 3 * n["gate"], 5 * n["gate"]
-    elif op == "rope":  # q, k -> q', k' each way (the cos/sin tables stay in cache)
-        fwd = bwd = 2 * (n["q"] + n["k"])
-    else:  # hidden, weight read; backward writes their gradients
-        fwd, bwd = n["hidden"] + n["weight"], n["hidden"] + n["weight"]
-    return size * (fwd if mode == "fwd" else fwd + bwd)
+@dataclass(frozen=True)
+class CopyCase(memory.MemoryCase):
+    """The copy-bandwidth reference: the memory plug-in's float32 copy, labelled as an op."""
 
-
-def op_flops(op: str, shapes: dict[str, tuple[int, ...]], mode: str) -> int | None:
-    """Matmul FLOPs of the fused cross-entropy (2·T·h·V forward, twice that backward)."""
-    if op != "fused_linear_cross_entropy":
-        return None
-    tokens, dim = shapes["hidden"]
-    forward = 2 * tokens * dim * shapes["weight"][0]
-    return forward if mode == "fwd" else 3 * forward
+    def labels(self) -> dict[str, Any]:
+        return {"op": "copy", "impl": "torch", "mode": "fwd", "dtype": self.dtype, "bytes": self.bytes}
 
 
 class Kernels(Benchmark):
@@ -117,11 +94,19 @@ class Kernels(Benchmark):
         Column("peak_mem_bytes", "peak mem (B)", "{:,}"),
         Column("max_rel_error", "rel. error", "{:.1e}"),
     )
+    identity = ("op", "model", "mode", "impl", "dtype", "tokens", "rank")
+    metrics = (Metric("gbps", "GB/s"), Metric("time_us", "us", higher_is_better=False),
+               Metric("speedup_vs_eager", "x"), Metric("speedup_vs_compile", "x"))  # fmt: skip
 
-    def __init__(self) -> None:
-        # Per-rank medians of this run's cases, for the speedups (each rank is its own process).
-        self._seconds: dict[tuple, float] = {}
-        self._copy_gbps: float | None = None
+    def parse_options(self, bench: BenchConfig) -> KernelOptions:
+        tokens = bench.kernel_tokens
+        return KernelOptions(
+            ops=choices("bench.kernel_ops", bench.kernel_ops, OPS),
+            impls=choices("bench.kernel_impls", bench.kernel_impls, IMPLS),
+            models=choices("bench.kernel_models", bench.kernel_models, group_options("model")),
+            tokens=None if tokens is None else int_at_least("bench.kernel_tokens", tokens, 1),
+            timing=(choices("bench.kernel_timing", bench.kernel_timing, TIMINGS) or ("launch",))[0],
+        )
 
     def dtypes(self, device_type: str) -> tuple[str, ...]:
         return ("bfloat16", "float16", "float32")
@@ -129,35 +114,34 @@ class Kernels(Benchmark):
     def default_dtypes(self, device_type: str) -> tuple[str, ...]:
         return ("bfloat16",) if device_type == "cuda" else ("float32",)
 
-    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[dict]:
-        self._seconds.clear()
-        self._copy_gbps = None
-        impls = spec.kernel_impls or IMPLS
-        if spec.kernel_timing == "graph" and env.device_type != "cuda":
+    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[CaseSpec]:
+        options: KernelOptions = spec.options_of(self)
+        impls = options.impls or IMPLS
+        if options.timing == "graph" and env.device_type != "cuda":
             raise ConfigError(f"bench.kernel_timing=graph needs a CUDA device; on {env.device_type} use launch")
         if env.device_type != "cuda" and "fused" in impls:
-            if spec.kernel_impls:
+            if options.impls:
                 raise ConfigError(f"bench.kernel_impls: fused needs a CUDA device (Triton); choices on "
                                   f"{env.device_type}: eager, compile")  # fmt: skip
             env.note(f"kernels: fused not applicable on {env.device_type} (Triton's interpreter is not a speed "
                      "measure); eager and compile only")  # fmt: skip
             impls = tuple(i for i in impls if i != "fused")
-        tokens = spec.kernel_tokens or DEFAULT_TOKENS.get(env.device_type, 256)
-        models = spec.kernel_models or DEFAULT_MODELS.get(env.device_type, ("small",))
+        tokens = options.tokens or DEFAULT_TOKENS.get(env.device_type, 256)
+        models = options.models or DEFAULT_MODELS.get(env.device_type, ("small",))
         # The copy-bandwidth reference is the memory plug-in's own float32 copy case.
-        cases: list[dict] = [
-            {**case, "op": "copy", "impl": "torch"}
-            for case in memory.BENCHMARK.plan(spec, ("float32",), env)
-            if case["kernel"] == "copy"
+        cases: list[CaseSpec] = [
+            CopyCase(c.dtype, c.kernel, c.array_bytes, c.bytes, c.count)
+            for c in memory.BENCHMARK.plan(spec, ("float32",), env)
+            if c.kernel == "copy"
         ]
-        if spec.kernel_timing == "graph" and "fused_linear_cross_entropy" in (spec.kernel_ops or OPS):
+        if options.timing == "graph" and "fused_linear_cross_entropy" in (options.ops or OPS):
             env.note("kernels: fused_linear_cross_entropy is timed launch by launch: its target checks wait "
                      "for the device, which a CUDA graph cannot capture")  # fmt: skip
         for dtype in dtypes:
-            size = DTYPES[dtype][1]
+            size = itemsize(dtype)
             for model in models:
                 dims = model_dims(model)
-                for op in spec.kernel_ops or OPS:
+                for op in options.ops or OPS:
                     shapes = op_shapes(op, dims, tokens)
                     # Inputs, gradients and the reference's float32 copies; the unfused
                     # cross-entropy also holds its logits in float32 and their gradient.
@@ -166,56 +150,51 @@ class Kernels(Benchmark):
                         need += tokens * dims.vocab_size * (2 * size + 8)
                     env.require(need, f"kernels: {op} at the sizes of {model} with {tokens} tokens")
                     for mode in MODES:
-                        timing = "launch" if op == "fused_linear_cross_entropy" else spec.kernel_timing
+                        timing = "launch" if op == "fused_linear_cross_entropy" else options.timing
+                        shape = " ".join("x".join(map(str, s)) for s in shapes.values())
                         for impl in impls:
-                            cases.append({"op": op, "model": model, "mode": mode, "impl": impl, "dtype": dtype,
-                                          "timing": timing,
-                                          "tokens": tokens, "shape": " ".join("x".join(map(str, s)) for s in
-                                                                              shapes.values()),
-                                          "bytes": op_bytes(op, shapes, size, mode)})  # fmt: skip
+                            cases.append(KernelCase(dtype, op, model, mode, impl, timing, tokens, shape,
+                                                    op_bytes(op, shapes, size, mode)))  # fmt: skip
         return cases
 
-    def build(self, case: dict, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Case:
-        if case["op"] == "copy":
-            return self._copy_case(case, ctx, spec, comm)
-        from harness.bench.kernel_cases import build_case  # imports kernels (Triton) only when needed
+    def build(self, case: CaseSpec, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Runnable:
+        if isinstance(case, CopyCase):
+            return memory.BENCHMARK.build(case, ctx, spec, comm)
+        assert isinstance(case, KernelCase)
+        op_case = build_case(case, model_dims(case.model), ctx.device, seed=spec.seed + ctx.rank)
+        return Runnable(op_case.run, op_case.verify, op_case.output, reset=op_case.reset)
 
-        op_case = build_case(case, model_dims(case["model"]), ctx.device, seed=spec.seed + ctx.rank)
-        peak = profile_for(device_name(ctx.device.type), ctx.device.type)
-        peak_gbps = peak.memory_tbps * 1000 if peak and peak.memory_tbps else None
-        key = (case["op"], case["model"], case["mode"], case["dtype"])
-        flops = op_flops(case["op"], op_shapes(case["op"], model_dims(case["model"]), case["tokens"]), case["mode"])
+    def figures(self, case: CaseSpec, seconds: float, where: Where) -> dict[str, Any]:
+        if isinstance(case, CopyCase):
+            return {"gbps": units.algbw_gbps(case.bytes, seconds)}
+        assert isinstance(case, KernelCase)
+        out: dict[str, Any] = {"gbps": units.algbw_gbps(case.bytes, seconds)}
+        profile = profile_for(where.device_name, where.device_type)
+        if profile and profile.memory_tbps:
+            out["bw_fraction_peak"] = out["gbps"] / (profile.memory_tbps * 1000)
+        flops = op_flops(case.op, op_shapes(case.op, model_dims(case.model), case.tokens), case.mode)
+        if flops:
+            out["tflops"] = units.tflops(flops, seconds)
+        return out
 
-        def figures(seconds: float) -> dict[str, Any]:
-            self._seconds[(*key, case["impl"])] = seconds
-            gbps = units.algbw_gbps(case["bytes"], seconds)
-            out: dict[str, Any] = {"gbps": gbps}
-            if self._copy_gbps:
-                out["bw_fraction"] = gbps / self._copy_gbps
-                out["copy_gbps"] = self._copy_gbps
-            if peak_gbps:
-                out["bw_fraction_peak"] = gbps / peak_gbps
-            if flops:
-                out["tflops"] = units.tflops(flops, seconds)
-            for base in ("eager", "compile"):
-                before = self._seconds.get((*key, base))
-                if before and case["impl"] != base:
-                    out[f"speedup_vs_{base}"] = before / seconds
-            return out
-
-        labels = ("op", "model", "mode", "impl", "dtype", "tokens", "shape", "bytes", "timing")
-        return Case({k: case[k] for k in labels},
-                    op_case.run, op_case.verify, op_case.output, figures, reset=op_case.reset)  # fmt: skip
-
-    def _copy_case(self, case: dict, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Case:
-        inner = memory.BENCHMARK.build(case, ctx, spec, comm)
-
-        def figures(seconds: float) -> dict[str, Any]:
-            self._copy_gbps = units.algbw_gbps(case["bytes"], seconds)
-            return {"gbps": self._copy_gbps}
-
-        labels = {"op": "copy", "impl": "torch", "mode": "fwd", "dtype": "float32", "bytes": case["bytes"]}
-        return Case(labels, inner.run, inner.verify, inner.output, figures)
+    def derive(self, row: dict[str, Any], earlier: list[dict[str, Any]]) -> dict[str, Any]:
+        """Figures against this rank's earlier rows: the fraction of its copy bandwidth, and the
+        speedups over the eager and compiled cases of the same op, model, mode and dtype."""
+        if row["op"] == "copy":
+            return {}
+        mine = [r for r in earlier if r.get("rank") == row.get("rank")]
+        out: dict[str, Any] = {}
+        copy = next((r for r in reversed(mine) if r["op"] == "copy" and r.get("gbps")), None)
+        if copy and row.get("gbps"):
+            out["bw_fraction"] = row["gbps"] / copy["gbps"]
+            out["copy_gbps"] = copy["gbps"]
+        same = ("op", "model", "mode", "dtype")
+        for base in ("eager", "compile"):
+            before = next((r for r in mine if r.get("impl") == base and all(r.get(k) == row.get(k) for k in same)),
+                          None)  # fmt: skip
+            if before and row["impl"] != base and row.get("time_us"):
+                out[f"speedup_vs_{base}"] = before["time_us"] / row["time_us"]
+        return out
 
     def summary(self, rows: list[dict]) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -6,20 +6,41 @@ element is checked against its exact expected value after the timed loop too.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
-from harness.devices import DTYPES
+from harness.bench.base import Benchmark, BenchSpec, CaseSpec, GateFigure, GateValue, PlanEnv, Runnable, Where
+from harness.config.schema import BenchConfig
+from harness.config.validate import positive_size
+from harness.display import Column
 from harness.dist import Comm, DistContext
+from harness.dtypes import itemsize, torch_dtype
 from harness.errors import ConfigError
+from harness.results.kinds import Metric
 
 SCALAR = 3.0
 # kernel: (arrays moved per element, expected result from a=1, b=2, c=4)
 KERNELS = {"copy": (2, 1.0), "scale": (2, SCALAR * 4.0), "add": (3, 3.0), "triad": (3, 2.0 + SCALAR * 4.0)}
 GPU_ARRAY_BYTES = 2**30  # 1 GiB: 20x the 50 MB L2 of an H100
+TRIAD = GateFigure("memory_triad_gbps", "GB/s", "gpu", datasheet="memory_gbps")
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    array_bytes: int | None = None
+    """Bytes per array; None: the device's default."""
+
+
+@dataclass(frozen=True)
+class MemoryCase(CaseSpec):
+    kernel: str
+    array_bytes: int
+    bytes: int
+    """Bytes moved per call (read + written)."""
+    count: int
 
 
 def last_level_cache_bytes() -> int:
@@ -51,6 +72,12 @@ class Memory(Benchmark):
         Column("time_us", "time (us)", "{:.1f}"),
         Column("gbps", "GB/s", "{:.2f}"),
     )
+    identity = ("kernel", "dtype", "array_bytes", "rank")
+    metrics = (Metric("gbps", "GB/s"), Metric("time_us", "us", higher_is_better=False))
+    gates = (TRIAD,)
+
+    def parse_options(self, bench: BenchConfig) -> MemoryOptions:
+        return MemoryOptions(positive_size("bench.array_bytes", bench.array_bytes))
 
     def dtypes(self, device_type: str) -> tuple[str, ...]:
         return ("float64", "float32")
@@ -58,22 +85,21 @@ class Memory(Benchmark):
     def default_dtypes(self, device_type: str) -> tuple[str, ...]:
         return ("float64",)
 
-    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[dict]:
-        array_bytes = spec.array_bytes or default_array_bytes(env.device_type)
-        env.require(4 * array_bytes, f"bench.array_bytes={array_bytes}: four arrays (a, b, c, out)")
+    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[MemoryCase]:
+        array_bytes = spec.options_of(self).array_bytes or default_array_bytes(env.device_type)
+        env.require(4 * array_bytes, f"bench.array_bytes={array_bytes:,} bytes: four arrays (a, b, c, out)")
         cases = []
         for dtype in dtypes:
-            count = array_bytes // DTYPES[dtype][1]
+            size = itemsize(dtype)
+            count = array_bytes // size
             if count < 1:
                 raise ConfigError(f"bench.array_bytes={array_bytes} is smaller than one {dtype} element")
             for kernel, (arrays, _) in KERNELS.items():
-                size = DTYPES[dtype][1]
-                cases.append({"kernel": kernel, "dtype": dtype, "array_bytes": count * size,
-                              "bytes": arrays * count * size, "count": count})  # fmt: skip
+                cases.append(MemoryCase(dtype, kernel, count * size, arrays * count * size, count))
         return cases
 
-    def build(self, case: dict, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Case:
-        dtype, count, kernel = DTYPES[case["dtype"]][0], case["count"], case["kernel"]
+    def build(self, case: MemoryCase, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Runnable:
+        dtype, count, kernel = torch_dtype(case.dtype), case.count, case.kernel
         a = torch.full((count,), 1.0, dtype=dtype, device=ctx.device)
         b = torch.full((count,), 2.0, dtype=dtype, device=ctx.device)
         c = torch.full((count,), 4.0, dtype=dtype, device=ctx.device)
@@ -91,10 +117,15 @@ class Memory(Benchmark):
             wrong = int((out != expected).sum())
             return {"wrong": wrong, "passed": wrong == 0}
 
-        def figures(seconds: float) -> dict:
-            return {"gbps": case["bytes"] / seconds / 1e9}
+        return Runnable(runs[kernel], verify, out)
 
-        return Case(dict(case), runs[kernel], verify, out, figures)
+    def figures(self, case: MemoryCase, seconds: float, where: Where) -> dict[str, Any]:
+        return {"gbps": case.bytes / seconds / 1e9}
+
+    def gate_values(self, rows: list[dict], scope: str) -> list[GateValue]:
+        """Each rank's STREAM triad GB/s."""
+        return [GateValue(TRIAD, TRIAD.name, r["gbps"], rank=r["rank"]) for r in rows
+                if r.get("kernel") == "triad" and r.get("gbps") is not None]  # fmt: skip
 
     def summary(self, rows: list[dict]) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -10,16 +10,28 @@ partner in a round idle through it and report no figure.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as tdist
 
 from harness import units
-from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
+from harness.bench.base import Benchmark, BenchSpec, CaseSpec, GateFigure, GateValue, PlanEnv, Runnable, Where
 from harness.bench.collectives.base import DTYPE_CHOICES, count_wrong, ident_pattern, message_sizes
-from harness.devices import DTYPES
+from harness.display import Column
 from harness.dist import Comm, DistContext
+from harness.dtypes import itemsize, torch_dtype
+from harness.results.kinds import Metric
+
+PAIR_BUSBW = GateFigure("node_pair_busbw_gbps", "GB/s", "node")
+
+
+@dataclass(frozen=True)
+class PairCase(CaseSpec):
+    round: int
+    bytes: int
+    count: int
 
 
 def rounds(nodes: int) -> tuple[int, ...]:
@@ -59,6 +71,9 @@ class NodePairs(Benchmark):
         Column("busbw_gbps", "busbw (GB/s)", "{:.3f}"),
         Column("wrong", "#wrong"),
     )
+    identity = ("round", "dtype", "bytes", "rank")
+    metrics = (Metric("busbw_gbps", "GB/s"), Metric("time_us", "us", higher_is_better=False))
+    gates = (PAIR_BUSBW,)
 
     def dtypes(self, device_type: str) -> tuple[str, ...]:
         return DTYPE_CHOICES
@@ -66,35 +81,36 @@ class NodePairs(Benchmark):
     def default_dtypes(self, device_type: str) -> tuple[str, ...]:
         return ("float32",)
 
-    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[dict]:
+    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[PairCase]:
         if env.nodes is not None and env.nodes < 2:
             env.note("node_pairs: needs at least 2 nodes; skipped")
             return []
         env.require(2 * spec.max_bytes, f"bench.max_bytes={units.format_bytes(spec.max_bytes)}: node_pairs")
         cases = []
         for dtype in dtypes:
-            size = DTYPES[dtype][1]
+            size = itemsize(dtype)
             for requested in message_sizes(spec.min_bytes, spec.max_bytes, spec.step_factor):
                 count = requested // size
                 if count:
                     for round_ in rounds(env.nodes or 2):
-                        cases.append({"round": round_, "dtype": dtype, "bytes": count * size, "count": count})
+                        cases.append(PairCase(dtype, round_, count * size, count))
         return cases
 
-    def build(self, case: dict, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Case:
+    def build(self, case: PairCase, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Runnable:
         per_node = max(1, ctx.launch.local_world_size)
         nodes = ctx.world_size // per_node
         node = ctx.rank // per_node
-        mate = partner(node, nodes, case["round"])
-        dtype = DTYPES[case["dtype"]][0]
-        labels = {**case, "node": node, "partner_node": mate}
-        send = ident_pattern(case["count"], ctx.rank, dtype, ctx.device)
+        mate = partner(node, nodes, case.round)
+        dtype = torch_dtype(case.dtype)
+        send = ident_pattern(case.count, ctx.rank, dtype, ctx.device)
         recv = torch.full_like(send, 7)
+        # Where this rank sat in the round (its node, its partner node, its peer rank): row fields.
+        placed = {"node": node, "partner_node": mate, "peer_rank": None}
         if mate is None:  # no partner this round: take part in nothing
-            idle = {"wrong": 0, "passed": True}
-            return Case(labels, lambda: None, lambda: idle, recv, lambda _s: {"busbw_gbps": None})
+            return Runnable(lambda: None, lambda: {"wrong": 0, "passed": True, **placed}, recv)
         peer = mate * per_node + ctx.rank % per_node
-        expected = ident_pattern(case["count"], peer, dtype, ctx.device)
+        placed["peer_rank"] = peer
+        expected = ident_pattern(case.count, peer, dtype, ctx.device)
 
         def run() -> None:
             ops = [tdist.P2POp(tdist.isend, send, peer), tdist.P2POp(tdist.irecv, recv, peer)]
@@ -103,12 +119,33 @@ class NodePairs(Benchmark):
 
         def verify() -> dict[str, Any]:
             wrong = count_wrong(recv, expected)
-            return {"wrong": wrong, "passed": wrong == 0}
+            return {"wrong": wrong, "passed": wrong == 0, **placed}
 
-        def figures(seconds: float) -> dict[str, Any]:
-            return {"busbw_gbps": units.algbw_gbps(case["bytes"], seconds), "peer_rank": peer}
+        return Runnable(run, verify, recv)
 
-        return Case(labels, run, verify, recv, figures)
+    def figures(self, case: PairCase, seconds: float, where: Where) -> dict[str, Any]:
+        return {"busbw_gbps": units.algbw_gbps(case.bytes, seconds)}
+
+    def derive(self, row: dict[str, Any], earlier: list[dict[str, Any]]) -> dict[str, Any]:
+        """A rank without a partner in its round measured nothing: no figure."""
+        return {"busbw_gbps": None} if row.get("partner_node") is None else {}
+
+    def gate_values(self, rows: list[dict], scope: str) -> list[GateValue]:
+        """Per node: its slowest rank in each round, then its best round (a bad neighbour costs one
+        round; a bad node is slow in all of its rounds)."""
+        pairs = [r for r in rows if r.get("busbw_gbps") is not None]
+        if not pairs:
+            return []
+        largest = max(r["bytes"] for r in pairs)
+        per_round: dict[tuple[str, int], float] = {}
+        for r in pairs:
+            if r["bytes"] == largest:
+                key = (r["host"], r["round"])
+                per_round[key] = min(per_round.get(key, float("inf")), r["busbw_gbps"])
+        per_node: dict[str, float] = {}
+        for (host, _), value in per_round.items():
+            per_node[host] = max(per_node.get(host, 0.0), value)
+        return [GateValue(PAIR_BUSBW, PAIR_BUSBW.name, value, host=host) for host, value in sorted(per_node.items())]
 
 
 BENCHMARK = NodePairs()

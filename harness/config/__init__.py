@@ -1,20 +1,2 @@
-"""Config schemas, composition and validation."""
-
-from harness.config.compose import compose, config_dir, expand_sweep, to_typed
-from harness.config.schema import BenchConfig, LaunchConfig, ResultsConfig, RunConfig, register_configs
-from harness.config.validate import FAULTS, bench_spec, resolve_nproc
-
-__all__ = [
-    "FAULTS",
-    "BenchConfig",
-    "LaunchConfig",
-    "ResultsConfig",
-    "RunConfig",
-    "bench_spec",
-    "compose",
-    "config_dir",
-    "expand_sweep",
-    "register_configs",
-    "resolve_nproc",
-    "to_typed",
-]
+"""Config schemas (schema.py), Hydra composition (compose.py), the typed job and its file
+(job.py, codec.py), and the checks every task shares (validate.py)."""

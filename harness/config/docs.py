@@ -10,15 +10,26 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import sys
 import textwrap
 from functools import cache
+from pathlib import Path
+
+
+@cache
+def _classes(path: str) -> dict[str, ast.ClassDef]:
+    """The top-level classes of a source file, parsed once (inspect.getsource per class costs
+    tenths of a second, which `harness --help` must not pay)."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
 
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
     """{field name: docstring} for a dataclass whose fields carry a string literal underneath."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    module = sys.modules[cls.__module__]
+    found = _classes(module.__file__ or "").get(cls.__name__)
+    body = found.body if found else ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
     for node, nxt in itertools.pairwise(body):
         if (

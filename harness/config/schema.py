@@ -1,57 +1,95 @@
-"""Typed schemas of the Hydra config, registered in Hydra's ConfigStore.
+"""Typed schemas of the Hydra config (registered in Hydra's ConfigStore by harness.config.compose).
 
 YAML files under configs/ extend these; a key that is not declared here is an error, and the
 values below are the defaults. Each field's docstring is what `harness <task> --help` prints.
+
+Hydra composes into these dataclasses while they are mutable; a job's copy is then sealed
+(`seal`): assigning to any field of a job's config raises. A field typed Any takes either one
+value or a list of them (`bench.dtype=bf16` or `bench.dtype=[bf16,fp32]`), which OmegaConf cannot
+express; its task parses it into a typed plan before anything runs.
+
+Sizes are binary everywhere: 1K = 1KB = 1KiB = 1024 bytes, 1G = 1GB = 1GiB = 2^30 bytes (as
+nccl-tests' -b/-e); a 'b' (bits) is refused. Dtypes take the canonical names or the usual
+spellings: bf16, fp16/half, fp32/float, fp64/double, fp8 (e4m3); runs record the canonical name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, Optional, TypeVar  # noqa: UP035 (OmegaConf needs typing.Dict)
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+T = TypeVar("T")
+
+
+class Sealable:
+    """A config section: mutable while Hydra composes it, read-only once `seal`ed."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_sealed"):
+            raise dataclasses.FrozenInstanceError(f"cannot assign to {type(self).__name__}.{name}: a job's config "
+                                                  "is read-only")  # fmt: skip
+        object.__setattr__(self, name, value)
+
+
+def seal(obj: T) -> T:
+    """Make a composed config (and every section in it) read-only; returns it."""
+    if isinstance(obj, Sealable) and dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            seal(getattr(obj, f.name))
+        object.__setattr__(obj, "_sealed", True)
+    return obj
 
 
 @dataclass
-class LaunchConfig:
+class LaunchConfig(Sealable):
     """How ranks are started when the harness is not already under torchrun, srun or mpiexec."""
 
-    nproc: Any = "auto"
-    """Ranks to start on this machine: a number, or 'auto' (one per GPU; 2 on a CPU-only machine)."""
+    nproc: str = "auto"
+    """Ranks to start on this machine: a number, or 'auto' (one per GPU; 2 on a CPU-only machine).
+    On a CPU more ranks than cores is allowed with a warning, and at most max(8 x cores, 64)."""
     timeout_s: int = 600
-    """Seconds a collective may wait for its peers before the run fails (process-group timeout)."""
+    """Seconds a collective may wait for its peers before the run fails (process-group timeout);
+    1 to 86400 (a day)."""
     bootstrap: str = "auto"
     """How ranks find rank 0: auto (mpi4py under mpiexec, the launcher's variables otherwise) or
     mpi (rank 0 broadcasts its address over mpi4py, e.g. under srun --mpi=pmi2 or pmix)."""
 
 
 @dataclass
-class ResultsConfig:
+class ResultsConfig(Sealable):
     """Where run directories go."""
 
     dir: str = "results"
     """Folder that receives one run directory per run (relative to the working directory);
     default $HARNESS_RESULTS when set, else ./results."""
+    run_id: Optional[str] = None  # noqa: UP045 (OmegaConf needs Optional)
+    """The run directory's name; null: a new '<UTC time>-<task>-<6 hex>' (harness slurm submit
+    passes the one it made, so that the job writes into the folder of its submission)."""
+    sweep_id: Optional[str] = None  # noqa: UP045
+    """The sweep (-m or a Slurm array) a run belongs to, a UUID; set by the harness."""
 
 
 @dataclass
-class BenchConfig:
+class BenchConfig(Sealable):
     """Options of the benchmark driver, shared by every benchmark (like nccl-tests' flags)."""
 
     names: list[str] = field(default_factory=list)
     """Benchmarks to run, in order (the positional NAME[,NAME...] of `harness bench`)."""
     dtype: Any = None
-    """Data type or list of them (float64, float32, tf32, bfloat16, float16, float8, int32, int64);
-    null: each benchmark's default for the device (dtypes it lacks are skipped with a note)."""
+    """Data type or list of them (float64, float32, tf32, bfloat16, float16, float8, int32, int64;
+    also bf16, fp16/half, fp32/float, fp64/double, fp8); null: each benchmark's default for the
+    device (dtypes it lacks are skipped with a note)."""
     warmup: int = 5
     """Untimed iterations before timing, per case."""
     iters: int = 20
     """Timed iterations per case; the median is reported."""
     min_bytes: str = "1K"
-    """Smallest collective message, bytes (suffix K, M, G: binary multiples), like nccl-tests -b."""
+    """Smallest collective message, bytes, like nccl-tests -b (binary: 1K = 1KB = 1KiB = 1024)."""
     max_bytes: str = "64M"
-    """Largest collective message, bytes, like nccl-tests -e."""
+    """Largest collective message, bytes, like nccl-tests -e (binary: 1G = 2^30 bytes)."""
     step_factor: int = 4
     """Multiplicative step between message sizes, like nccl-tests -f."""
     shapes: Any = None
@@ -69,10 +107,11 @@ class BenchConfig:
     groups: int = 1
     """Split the world into this many equal groups of consecutive ranks, run at the same time
     (like NCCL_TESTS_SPLIT): one row per group, to test nodes or rails separately."""
-    in_place: Any = "both"
+    in_place: str = "both"
     """Collective modes: both, true (in place only) or false (out of place only)."""
-    array_bytes: Any = None
-    """Bytes per array of the memory benchmark; null: 1 GiB on GPU, 4x the last-level cache on CPU."""
+    array_bytes: Optional[str] = None  # noqa: UP045
+    """Bytes per array of the memory benchmark (binary: 1G = 2^30); null: 1 GiB on GPU, 4x the
+    last-level cache on CPU."""
     hpl_n: Any = None
     """Orders N of the HPL solves (list); null: 8192,16384 on GPU, 1024,2048 on CPU."""
     kernel_ops: Any = None
@@ -83,7 +122,7 @@ class BenchConfig:
     kernel_models: Any = None
     """Model presets (configs/model) whose sizes the kernels run at; null: llama3-1b, llama3-8b,
     llama3-70b on GPU, small on CPU."""
-    kernel_tokens: Any = None
+    kernel_tokens: Optional[int] = None  # noqa: UP045
     """Tokens per kernel call (rows of the activations); null: 16384 on GPU (4 x 4096), 256 on CPU."""
     kernel_timing: str = "launch"
     """launch: time each call as issued from Python (what a training step sees); graph: replay a
@@ -92,7 +131,7 @@ class BenchConfig:
 
 
 @dataclass
-class TelemetryConfig:
+class TelemetryConfig(Sealable):
     """The sampler beside every measured case."""
 
     enabled: bool = True
@@ -102,7 +141,7 @@ class TelemetryConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Sealable):
     """A decoder's shape (presets in configs/model/: tiny, small, llama3-1b/8b/70b/405b, gpt3-175b)."""
 
     name: str = MISSING
@@ -130,7 +169,7 @@ class ModelConfig:
 
 
 @dataclass
-class EngineConfig:
+class EngineConfig(Sealable):
     """How the model is distributed (presets: engine=deepspeed | engine=fsdp | engine=ddp)."""
 
     name: str = "deepspeed"
@@ -144,7 +183,7 @@ class EngineConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Sealable):
     """Where tokens come from."""
 
     kind: str = "synthetic"
@@ -156,7 +195,7 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Sealable):
     """The training loop."""
 
     steps: int = 20
@@ -199,7 +238,7 @@ class TrainConfig:
 
 
 @dataclass
-class WandbConfig:
+class WandbConfig(Sealable):
     """Weights & Biases. Offline unless mode=online is set explicitly: a run never talks to the
     internet by default. `wandb sync <run dir>/wandb/offline-run-*` uploads later, from a login node."""
 
@@ -211,7 +250,7 @@ class WandbConfig:
 
 
 @dataclass
-class LoggerConfig:
+class LoggerConfig(Sealable):
     """Where training metrics go besides rows.jsonl (presets: logger=none | logger=wandb)."""
 
     name: str = "none"
@@ -220,20 +259,20 @@ class LoggerConfig:
 
 
 @dataclass
-class SlurmConfig:
+class SlurmConfig(Sealable):
     """`harness slurm submit`: the job's resources (checked, then written as #SBATCH lines)."""
 
     job_name: str = "harness"
     nodes: int = 1
-    ntasks_per_node: Any = None
+    ntasks_per_node: Optional[int] = None  # noqa: UP045
     """Tasks (ranks) per node: one per GPU, or per CPU share; null: Slurm's default (1)."""
-    gpus_per_node: Any = None
-    partition: Any = None
-    account: Any = None
-    qos: Any = None
-    time: Any = None
+    gpus_per_node: Optional[int] = None  # noqa: UP045
+    partition: Optional[str] = None  # noqa: UP045
+    account: Optional[str] = None  # noqa: UP045
+    qos: Optional[str] = None  # noqa: UP045
+    time: Optional[str] = None  # noqa: UP045
     """Time limit: minutes, HH:MM:SS or D-HH:MM:SS."""
-    exclude: Any = None
+    exclude: Optional[str] = None  # noqa: UP045
     """Nodes to keep out, e.g. n[3,7] (exclude.txt of harness accept)."""
     extra: list[str] = field(default_factory=list)
     """Further sbatch options, one '--option=value' each."""
@@ -246,7 +285,7 @@ class SlurmConfig:
 
 
 @dataclass
-class DebugConfig:
+class DebugConfig(Sealable):
     """Fault injection, to test that failures are recorded (as DCGM and nccl-tests do)."""
 
     fault: str = "none"
@@ -259,7 +298,7 @@ class DebugConfig:
 
 
 @dataclass
-class HardwareConfig:
+class HardwareConfig(Sealable):
     """A device profile (configs/hardware/<name>.yaml): datasheet peaks and acceptance thresholds.
     hardware=auto (the default) picks the profile whose name pattern matches the device."""
 
@@ -274,6 +313,14 @@ class HardwareConfig:
     """Memory bandwidth, TB/s."""
     link_gbps: Optional[float] = None  # noqa: UP045
     """GPU-to-GPU link bandwidth per GPU, both directions, GB/s (busbw approaches half of it)."""
+    memory_gib: Optional[float] = None  # noqa: UP045
+    """Device memory, GiB (the planner's capacity: a layout fits in 0.9 of it)."""
+    nvlink_domain: Optional[int] = None  # noqa: UP045
+    """GPUs that share one NVLink domain (8 on HGX/DGX, 72 on GB200 NVL72)."""
+    nic_gbit_per_s: Optional[float] = None  # noqa: UP045
+    """Scale-out network bandwidth per GPU, Gbit/s, one direction (e.g. 400 for NDR InfiniBand)."""
+    latency_us: Dict[str, float] = field(default_factory=dict)  # noqa: UP006
+    """Per-message latency α of a collective step, microseconds: intra_node (NVLink) and inter_node (network)."""
     relative: bool = False
     """True: thresholds are fractions of the peers' median, not of the peaks (CPU nodes)."""
     thresholds: dict[str, float] = field(default_factory=dict)
@@ -282,29 +329,30 @@ class HardwareConfig:
 
 
 @dataclass
-class AcceptConfig:
+class AcceptConfig(Sealable):
     """`harness accept`: what runs and how figures are judged."""
 
     gemm_dtypes: Any = None
     """GEMM dtypes gated (list); null: those the profile has a gemm_<dtype> threshold for (CPU: float32)."""
     gemm_shapes: Any = None
     """GEMM shapes 'MxNxK'; null: 8192x8192x8192 on GPU, 384x384x384 on CPU."""
-    comm_bytes: Any = None
-    """Largest collective message, bytes (K/M/G); the bandwidth gates read this size; null: 1G on GPU, 4M on CPU."""
-    gpus_per_node: Any = None
+    comm_bytes: Optional[str] = None  # noqa: UP045
+    """Largest collective message, bytes (binary K/M/G); the bandwidth gates read this size; null: 1G
+    on GPU, 4M on CPU."""
+    gpus_per_node: Optional[int] = None  # noqa: UP045
     """Expected GPUs per node (health check); null: not checked (listed as not applicable)."""
-    cores_per_node: Any = None
+    cores_per_node: Optional[int] = None  # noqa: UP045
     """Expected CPU cores per node; null: the nodes are compared with each other."""
     outlier_mad: float = 4.0
     """A figure this many (scaled) median absolute deviations below its peers' median is an outlier."""
     outlier_min_rel: float = 0.10
     """The outlier limit lies at least this fraction below the median (a tight fleet's noise is not flagged)."""
-    partition: Any = None
+    partition: Optional[str] = None  # noqa: UP045
     """Partition whose site references apply; null: $SLURM_JOB_PARTITION, else '*'."""
 
 
 @dataclass
-class SiteConfig:
+class SiteConfig(Sealable):
     """Expected figures of one system (configs/site/<system>.yaml), in the spirit of ReFrame:
     references[partition][metric] = {value, lower, upper} with lower/upper as signed fractions
     (e.g. lower -0.05: up to 5 % below value passes; null: unbounded). Partition '*' applies to all."""
@@ -314,19 +362,19 @@ class SiteConfig:
 
 
 @dataclass
-class FaultConfig:
+class FaultConfig(Sealable):
     """Fault injection for testing detection (off by default; marked in the manifest when on)."""
 
-    slow_rank: Any = None
+    slow_rank: Optional[int] = None  # noqa: UP045
     """Rank that sleeps inside its timed region, (slow_factor - 1) x its own time per call."""
     slow_factor: float = 3.0
     """How much slower the slow rank's figures come out."""
-    corrupt_rank: Any = None
+    corrupt_rank: Optional[int] = None  # noqa: UP045
     """Rank that perturbs its first result (of each acceptance stage), so the correctness gate must name it."""
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Sealable):
     """The whole configuration of one run."""
 
     task: str = MISSING
@@ -352,13 +400,27 @@ class RunConfig:
     fault: FaultConfig = field(default_factory=FaultConfig)
 
 
-def register_configs() -> None:
-    """Register the schemas so that configs/*.yaml can extend them (idempotent)."""
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=RunConfig)
-    cs.store(group="bench", name="base_bench", node=BenchConfig)
-    cs.store(group="model", name="base_model", node=ModelConfig)
-    cs.store(group="logger", name="base_logger", node=LoggerConfig)
-    cs.store(group="engine", name="base_engine", node=EngineConfig)
-    cs.store(group="hardware", name="base_hardware", node=HardwareConfig)
-    cs.store(group="site", name="base_site", node=SiteConfig)
+def number_keys(cls: type | None = None, prefix: str = "") -> frozenset[str]:
+    """Dotted keys the schema declares as numbers (int, float) or sizes (*_bytes): never secrets,
+    whatever they are called (bench.kernel_tokens is a count)."""
+    cls = cls or RunConfig
+    found: set[str] = set()
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}{f.name}"
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            found |= number_keys(type(default), f"{path}.")
+        elif str(f.type).replace("Optional[", "").rstrip("]") in ("int", "float") or f.name.endswith("_bytes"):
+            found.add(path)
+    return frozenset(found)
+
+
+GROUPS: dict[str, type] = {
+    "bench": BenchConfig,
+    "model": ModelConfig,
+    "logger": LoggerConfig,
+    "engine": EngineConfig,
+    "hardware": HardwareConfig,
+    "site": SiteConfig,
+}
+"""Config groups with presets under configs/<group>/ and the schema each preset extends."""

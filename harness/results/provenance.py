@@ -18,25 +18,68 @@ from pathlib import Path
 from typing import Any
 
 REDACTED = "<redacted>"
-_SECRET = re.compile(r"(TOKEN|SECRET|PASSW|PASSPHRASE|API_?KEY|ACCESS_?KEY|PRIVATE|CREDENTIAL|AUTH|COOKIE|SESSION)", re.I)
+# Credential names, not substrings of ordinary words: bench.kernel_tokens is a count, not a token.
+# A name is a credential when it ends in _TOKEN, _API_KEY, _CREDENTIALS, _PWD or _PASSWD, or
+# holds SECRET, PASSWORD or PASSPHRASE anywhere, or is one of the well-known ones.
+_SECRET = re.compile(
+    r"(^|[_.\-])(TOKEN|API_?KEY|CREDENTIALS?|PWD|PASSWD)$|SECRET|PASSWORD|PASSPHRASE|PRIVATE_KEY", re.I
+)
+_KNOWN_SECRETS = frozenset(
+    {
+        "WANDB_API_KEY",
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+        "OPENAI_API_KEY",
+    }
+)
 # Variables that explain a run's behaviour; everything else in the environment stays out.
-_ENV_PREFIXES = ("SLURM_", "OMPI_", "PMI_", "PMIX_", "MPI_", "NCCL_", "CUDA_", "TORCH_", "OMP_", "MKL_",
-                 "HARNESS_", "HYDRA_", "WANDB_", "UCX_", "FI_", "GLOO_", "MPIR_CVAR_", "MPICH_")
+_ENV_PREFIXES = (
+    "SLURM_",
+    "OMPI_",
+    "PMI_",
+    "PMIX_",
+    "MPI_",
+    "NCCL_",
+    "CUDA_",
+    "TORCH_",
+    "OMP_",
+    "MKL_",
+    "HARNESS_",
+    "HYDRA_",
+    "WANDB_",
+    "UCX_",
+    "FI_",
+    "GLOO_",
+    "MPIR_CVAR_",
+    "MPICH_",
+)
 _ENV_NAMES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "TORCHELASTIC_RUN_ID", "HOSTNAME")
 _PACKAGES = ("torch", "deepspeed", "hydra-core", "omegaconf", "mpi4py", "triton", "numpy", "submitit", "wandb")
 
 
 def is_secret_name(name: str) -> bool:
-    """True for names like HF_TOKEN, WANDB_API_KEY, db_password, aws_secret_access_key."""
-    return bool(_SECRET.search(name))
+    """True for credential names: HF_TOKEN, WANDB_API_KEY, db_password, aws_secret_access_key;
+    False for kernel_tokens, max_bytes, TOKENIZERS_PARALLELISM."""
+    return name.upper() in _KNOWN_SECRETS or bool(_SECRET.search(name))
 
 
-def redact(value: Any) -> Any:
-    """A copy of a nested mapping/list with the values of secret-looking keys replaced."""
+def redact(value: Any, keep: frozenset[str] = frozenset(), prefix: str = "") -> Any:
+    """A copy of a nested mapping/list with the values of credential-named keys replaced. Keys
+    in `keep` (dotted paths, e.g. those a schema declares as numbers or sizes) are never replaced,
+    whatever they are called."""
     if isinstance(value, Mapping):
-        return {k: (REDACTED if is_secret_name(str(k)) else redact(v)) for k, v in value.items()}
+        out = {}
+        for key, item in value.items():
+            path = f"{prefix}{key}"
+            secret = is_secret_name(str(key)) and path not in keep and item is not None
+            out[key] = REDACTED if secret else redact(item, keep, f"{path}.")
+        return out
     if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
+        return [redact(v, keep, prefix) for v in value]
     return value
 
 
@@ -74,7 +117,10 @@ def git_sha(path: Path | None = None) -> dict[str, Any]:
         if sha.returncode != 0:
             return {"git_sha": None, "git_dirty": None}
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
             timeout=10,
         )
         return {"git_sha": sha.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}

@@ -24,7 +24,10 @@ from harness.results.schema import SCHEMA_VERSION, validate_manifest, validate_r
 
 MANIFEST = "manifest.json"
 ROWS = "rows.jsonl"
+JOB_FILE = "config.json"
+"""The job a run was started with (harness.config.job): what its ranks read and rerun replays."""
 STATUSES = ("running", "ok", "failed", "interrupted")
+REASONS = ("ok", "failed", "bad_input", "interrupted", "preempted")
 
 
 def utc_now() -> str:
@@ -70,8 +73,12 @@ class RunRecord:
         launcher: str,
         world_size: int,
         run_id: str | None = None,
+        sweep_id: str | None = None,
+        keep: frozenset[str] = frozenset(),
     ) -> RunRecord:
-        """Make the run directory and write its first manifest (status `running`)."""
+        """Make the run directory (and results_dir) and write its first manifest (status
+        `running`). `config` is recorded with credential-named keys redacted, except the dotted
+        keys in `keep` (those the schema declares as numbers or sizes)."""
         run_id = run_id or new_run_id(task)
         path = Path(results_dir) / run_id
         # `harness slurm submit` makes the folder (with the job script) before the job starts.
@@ -85,7 +92,7 @@ class RunRecord:
             "status": "running",
             "started_at": utc_now(),
             "finished_at": None,
-            "config": provenance.redact(config),
+            "config": provenance.redact(config, keep),
             **provenance.git_sha(),
             "versions": provenance.versions(),
             "launcher": launcher,
@@ -99,6 +106,9 @@ class RunRecord:
             "summary": {},
             "files": [],
             "error": None,
+            "exit_code": None,
+            "reason": None,
+            "sweep_id": sweep_id,
         }
         record = cls(path, manifest)
         record._write_manifest()
@@ -113,7 +123,7 @@ class RunRecord:
         """Append rows (each validated against the row schema) and rewrite rows.jsonl atomically."""
         for row in rows:
             row = _finite({"run_id": self.run_id, **row})
-            validate_row(row)
+            validate_row(row, SCHEMA_VERSION)  # what this harness writes is always the current version
             self.rows.append(row)
         write_jsonl_atomic(self.path / ROWS, self.rows)
         failed = sum(1 for row in self.rows if not row["passed"])
@@ -126,15 +136,23 @@ class RunRecord:
         write_atomic(self.path / name, data)
         self.update(files=sorted({*self.manifest.get("files", []), name}))
 
-    def finish(self, status: str, error: str | None = None) -> None:
-        """Write the final status, then make the record read-only."""
+    def finish(self, status: str, error: str | None = None, *, exit_code: int | None = None,
+               reason: str | None = None) -> None:  # fmt: skip
+        """Write the final status, exit code and reason, then make the record read-only."""
         if status not in STATUSES[1:]:
             raise ValueError(f"final status must be one of {STATUSES[1:]}, got {status!r}")
+        if reason is not None and reason not in REASONS:
+            raise ValueError(f"reason must be one of {REASONS}, got {reason!r}")
+        if exit_code is None:
+            exit_code = {"ok": 0, "interrupted": 130}.get(status, 1)
+        if reason is None:
+            reason = {"ok": "ok", "interrupted": "interrupted"}.get(status, "failed")
         if not (self.path / ROWS).exists():
             write_jsonl_atomic(self.path / ROWS, self.rows)
-        self.update(status=status, finished_at=utc_now(), error=error)
-        for name in (MANIFEST, ROWS, *self.manifest.get("files", [])):
-            os.chmod(self.path / name, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        self.update(status=status, finished_at=utc_now(), error=error, exit_code=exit_code, reason=reason)
+        for name in (MANIFEST, ROWS, JOB_FILE, *self.manifest.get("files", [])):
+            if (self.path / name).exists():
+                os.chmod(self.path / name, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
 
     def _write_manifest(self) -> None:
         validate_manifest(self.manifest)
@@ -146,12 +164,15 @@ class RunRecord:
         path = Path(path)
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
         rows_file = path / ROWS
-        rows = [json.loads(line) for line in rows_file.read_text(encoding="utf-8").splitlines() if line.strip()] \
-            if rows_file.exists() else []
+        rows = (
+            [json.loads(line) for line in rows_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if rows_file.exists()
+            else []
+        )
         return cls(path, manifest, rows)
 
 
-def close_if_unfinished(path: str | Path, status: str, error: str) -> bool:
+def close_if_unfinished(path: str | Path, status: str, error: str, *, exit_code: int | None = None) -> bool:
     """Mark a run that is still `running` as `status` (its rank 0 died before it could).
 
     Returns True when the record was closed here. Used by the local launcher, which outlives
@@ -163,5 +184,25 @@ def close_if_unfinished(path: str | Path, status: str, error: str) -> bool:
     record = RunRecord.load(path)
     if record.manifest.get("status") != "running":
         return False
-    record.finish(status, error)
+    record.finish(status, error, exit_code=exit_code)
     return True
+
+
+SWEEPS = "sweeps"
+
+
+def write_sweep_summary(results_dir: str | Path, sweep_id: str, entries: list[dict[str, Any]]) -> Path:
+    """sweeps/<sweep id>/summary.json under a results directory: one entry per element."""
+    folder = Path(results_dir) / SWEEPS / sweep_id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "summary.json"
+    write_json_atomic(path, {"sweep_id": sweep_id, "written_at": utc_now(), "runs": entries})
+    return path
+
+
+def write_job_file(run_dir: Path, name: str, data: dict[str, Any]) -> Path:
+    """The job file of a run directory (made here if need be), written atomically."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / name
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
+    return path

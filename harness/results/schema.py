@@ -1,4 +1,9 @@
-"""The versioned JSON Schemas of manifests and rows, and validation against them."""
+"""The versioned JSON Schemas of manifests and rows, and validation against them.
+
+The current version is 3; versions 1 and 2 stay in schema/v<N>/, and a record is validated
+against the version it was written in (a manifest says its `schema_version`; a row that names
+its kind `bench` rather than `kind` is from version 1 or 2), so old runs still read back.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,8 @@ from typing import Any
 
 import jsonschema
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_DIR = Path(__file__).parent / "schema"
-# Older versions stay in schema/v<N>/; the current schema accepts their records unchanged.
 
 
 @cache
@@ -23,12 +27,18 @@ def _validator(name: str, version: int = SCHEMA_VERSION) -> jsonschema.protocols
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
-def validate_manifest(manifest: dict[str, Any], version: int = SCHEMA_VERSION) -> None:
-    """Raise jsonschema.ValidationError when `manifest` does not follow the manifest schema
-    (the current one, or an older `version`)."""
+def validate_manifest(manifest: dict[str, Any], version: int | None = None) -> None:
+    """Raise jsonschema.ValidationError when `manifest` does not follow the manifest schema of
+    `version` (default: the version it says it was written in)."""
+    if version is None:
+        written = manifest.get("schema_version")
+        version = written if written in (1, 2, SCHEMA_VERSION) else SCHEMA_VERSION
     _validator("manifest", version).validate(manifest)
 
 
-def validate_row(row: dict[str, Any], version: int = SCHEMA_VERSION) -> None:
-    """Raise jsonschema.ValidationError when `row` does not follow the row schema."""
+def validate_row(row: dict[str, Any], version: int | None = None) -> None:
+    """Raise jsonschema.ValidationError when `row` does not follow the row schema of `version`
+    (default: 3 for a row with `kind`, 2 for an older row with `bench`)."""
+    if version is None:
+        version = 2 if "bench" in row and "kind" not in row else SCHEMA_VERSION
     _validator("row", version).validate(row)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import ConfigError
+from harness.tasks import TASKS
 
 SLURM_DIR = Path(__file__).resolve().parents[2] / "slurm"
 MARKER = "# HARNESS-SBATCH-OPTIONS"
-TEMPLATES = {"bench": "bench.sbatch", "train": "train.sbatch", "accept": "accept.sbatch"}
 
 # What each option may hold: Slurm's own syntax, nothing a shell or sbatch would read otherwise.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -74,12 +74,16 @@ def sbatch_lines(options: SlurmOptions) -> list[str]:
 
 
 def render(task: str, options: SlurmOptions) -> str:
-    """The template of `task` with the options at its marker (later #SBATCH lines win in sbatch)."""
-    if task not in TEMPLATES:
-        raise ConfigError(f"unknown task {task!r} for Slurm; choices: {', '.join(TEMPLATES)}")
-    template = (SLURM_DIR / TEMPLATES[task]).read_text()
+    """The template of `task` (its registry entry names it) with the options at its marker
+    (later #SBATCH lines win in sbatch)."""
+    entry = TASKS.get(task)
+    if entry is None or not entry.template:
+        batch = [name for name, t in TASKS.items() if t.template]
+        raise ConfigError(f"unknown task {task!r} for Slurm; choices: {', '.join(batch)}")
+    path = SLURM_DIR / entry.template
+    template = path.read_text()
     if MARKER not in template:
-        raise ConfigError(f"{SLURM_DIR / TEMPLATES[task]} has no '{MARKER}' line")
+        raise ConfigError(f"{path} has no '{MARKER}' line")
     head, tail = template.split(MARKER, 1)
     rest = tail.split("\n", 1)[1]  # the template after its marker line
     lines = [MARKER + " (rendered by harness slurm submit)", *sbatch_lines(options)]

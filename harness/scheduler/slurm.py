@@ -1,8 +1,10 @@
 """`harness slurm submit|status|collect`: the Python side of slurm/*.sbatch.
 
 A submission makes the run directory first (job.sbatch, submission.json), then submits with
-sbatch; rank 0 of the job writes its record into that same directory (HARNESS_RUN_ID), so a job
-id, a run directory and a record are one thing.
+sbatch. The job's own command line carries the run id (`results.run_id=...`), so rank 0 of the
+job writes its record into that same directory: a job id, a run directory and a record are one
+thing. A sweep becomes one job array whose elements carry run ids of their own, listed in
+submission.json.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import display
-from harness.config.schema import RunConfig
+from harness.config.compose import quote
+from harness.config.job import Job
+from harness.config.schema import SlurmConfig
 from harness.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, ConfigError
-from harness.results import new_run_id
+from harness.results import DamagedRun, read_manifest
 from harness.results.atomic import write_atomic
 from harness.scheduler.render import SlurmOptions, render
 
@@ -27,33 +32,54 @@ FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
          "PREEMPTED"}  # fmt: skip
 
 
-def options(cfg: RunConfig) -> SlurmOptions:
-    s = cfg.slurm
+@dataclass(frozen=True)
+class Element:
+    """One job (or one element of a job array) to submit: its job, and the arguments the batch
+    script passes to `harness TASK`."""
+
+    job: Job
+    args: tuple[str, ...]
+    """Overrides as the user gave them (what `collect` shows)."""
+
+
+def options(s: SlurmConfig) -> SlurmOptions:
     return SlurmOptions(s.job_name, s.nodes, s.ntasks_per_node, s.gpus_per_node, s.partition, s.account, s.qos,
                         s.time, s.exclude, tuple(s.extra))  # fmt: skip
 
 
-def submit(cfg: RunConfig, job_args: list[str], elements: list[list[str]] | None = None) -> int:
-    """Render, save, submit; with slurm.wait, follow the job to its end. `elements`: the argv of
-    each element of a job array (slurm.array=true)."""
-    opts = options(cfg)
-    if elements:
+def job_argv(element: Element) -> list[str]:
+    """What the batch script hands `harness TASK`: the user's overrides, then the run directory
+    this submission made (later overrides win)."""
+    job = element.job
+    results = str(Path(job.config.results.dir).resolve())
+    pinned = [f"results.dir={quote(results)}", f"results.run_id={job.run_id}"]
+    if job.sweep_id:
+        pinned.append(f"results.sweep_id={job.sweep_id}")
+    return [*element.args, *pinned]
+
+
+def submit(elements: list[Element], parent: Job) -> int:
+    """Render, save, submit; with slurm.wait, follow the job to its end. More than one element:
+    one job array (slurm.array=true), each element writing its own run directory."""
+    cfg = parent.config
+    opts = options(cfg.slurm)
+    array = len(elements) > 1
+    if array:
         opts = SlurmOptions(**{**opts.__dict__, "extra": (*opts.extra, f"--array=0-{len(elements) - 1}")})
-    script = render(cfg.task, opts)
-    results = Path(cfg.results.dir).resolve()
-    run_id = new_run_id(cfg.task)
-    run_dir = results / run_id
-    run_dir.mkdir(parents=True)
+    script = render(parent.task, opts)
+    run_dir = parent.run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
     script_path = run_dir / "job.sbatch"
     write_atomic(script_path, script)
-    # Through the environment (sbatch --export=ALL), not --export=K=V: a comma in a path would split it.
-    env = {**os.environ, "HARNESS_RUN_ID": run_id, "HARNESS_RESULTS": str(results), "HARNESS_VENV": sys.prefix,
-           "HARNESS_REPO": str(Path(__file__).resolve().parents[2])}  # fmt: skip
-    for index, argv in enumerate(elements or []):
-        # NUL-separated: the script reads them back with mapfile, no shell parsing of any value
-        write_atomic(run_dir / f"args-{index}", "".join(f"{arg}\0" for arg in argv))
-    if elements:
+    env = {**os.environ, "HARNESS_VENV": sys.prefix, "HARNESS_REPO": str(Path(__file__).resolve().parents[2])}
+    if array:
+        for index, element in enumerate(elements):
+            # NUL-separated: the script reads them back with mapfile, no shell parsing of any value
+            write_atomic(run_dir / f"args-{index}", "".join(f"{arg}\0" for arg in job_argv(element)))
         env["HARNESS_ARRAY_DIR"] = str(run_dir)
+        job_args: list[str] = []
+    else:
+        job_args = job_argv(elements[0])
     cmd = ["sbatch", "--parsable", "--export=ALL", f"--output={run_dir}/slurm-%j.out", str(script_path), *job_args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     if done.returncode != 0:
@@ -63,8 +89,10 @@ def submit(cfg: RunConfig, job_args: list[str], elements: list[list[str]] | None
         return EXIT_BAD_INPUT
     job_id = done.stdout.strip().split(";")[0]
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    record = {"job_id": job_id, "task": cfg.task, "argv": job_args, "script": str(script_path),
-              "elements": elements or [], "submitted_at": stamp}  # fmt: skip
+    record = {"job_id": job_id, "task": parent.task, "argv": job_args, "script": str(script_path),
+              "elements": [list(e.args) for e in elements] if array else [],
+              "runs": [e.job.run_id for e in elements] if array else [parent.run_id],
+              "sweep_id": parent.sweep_id, "submitted_at": stamp}  # fmt: skip
     write_atomic(run_dir / SUBMISSION, json.dumps(record, indent=2))
     display.console.print(f"submitted job {job_id}: {script_path}")
     if not cfg.slurm.wait:
@@ -75,14 +103,28 @@ def submit(cfg: RunConfig, job_args: list[str], elements: list[list[str]] | None
 
 def job_state(job_id: str) -> str:
     """Slurm's state of the job (PENDING, RUNNING, COMPLETED, FAILED, ...), or UNKNOWN. For an
-    array: RUNNING while any element is not final, else the worst final state."""
+    array: RUNNING while any element is not final, else the worst final state. A job the
+    controller has forgotten is looked up in the accounting database (sacct)."""
     out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30).stdout
     states = [f.split("=", 1)[1] for f in out.split() if f.startswith("JobState=")]
+    if not states:
+        states = _sacct_states(job_id)
     if not states:
         return "UNKNOWN"
     if any(state not in FINAL for state in states):
         return next(state for state in states if state not in FINAL)
     return next((state for state in states if state != "COMPLETED"), "COMPLETED")
+
+
+def _sacct_states(job_id: str) -> list[str]:
+    """The job's states from sacct (the controller keeps finished jobs only for MinJobAge)."""
+    try:
+        done = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State"], capture_output=True,
+                              text=True, timeout=30)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return []
+    # "CANCELLED by 0" -> CANCELLED
+    return [line.split()[0] for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
 
 
 def follow(job_id: str, run_dir: Path, poll_s: float) -> int:
@@ -99,6 +141,11 @@ def follow(job_id: str, run_dir: Path, poll_s: float) -> int:
     return show(run_dir, state)
 
 
+def _submission(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / SUBMISSION
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def find_run(job_or_dir: str, results_dir: str) -> Path:
     """The run directory of a job id (searched under results_dir), or the directory itself."""
     path = Path(job_or_dir)
@@ -110,43 +157,40 @@ def find_run(job_or_dir: str, results_dir: str) -> Path:
     raise ConfigError(f"no run of job {job_or_dir!r} under {results_dir!r}; give the run directory instead")
 
 
-def array_runs(run_dir: Path, job_id: str) -> list[tuple[int, Path | None]]:
-    """(element, its run directory or None) for every element of an array job."""
-    submission = json.loads((run_dir / SUBMISSION).read_text())
-    found: dict[int, Path] = {}
-    for manifest in run_dir.parent.glob("*/manifest.json"):
-        env = json.loads(manifest.read_text()).get("env", {})
-        if env.get("SLURM_ARRAY_JOB_ID") == job_id and env.get("SLURM_ARRAY_TASK_ID", "").isdigit():
-            found[int(env["SLURM_ARRAY_TASK_ID"])] = manifest.parent
-    return [(i, found.get(i)) for i in range(len(submission["elements"]))]
+def _manifest(run_dir: Path | None) -> dict[str, Any]:
+    if run_dir is None:
+        return {}
+    try:
+        return read_manifest(run_dir)
+    except DamagedRun:
+        return {}
 
 
 def show_array(run_dir: Path, job_id: str, state: str) -> int:
     """The sweep summary: every element's arguments, status and headline figure."""
-    submission = json.loads((run_dir / SUBMISSION).read_text())
+    submission = _submission(run_dir)
     display.console.print(f"array job {job_id}: {state}")
     failed = 0
-    for index, element_dir in array_runs(run_dir, job_id):
-        manifest = json.loads((element_dir / "manifest.json").read_text()) if element_dir else {}
+    for index, run_id in enumerate(submission.get("runs", [])):
+        element_dir = run_dir.parent / run_id
+        manifest = _manifest(element_dir)
         status = manifest.get("status", "missing")
         failed += status != "ok"
         headline = next(iter((manifest.get("summary") or {}).items()), None)
         figure = f"{headline[0]} {json.dumps(headline[1])[:120]}" if headline else "-"
         args = " ".join(submission["elements"][index])
-        display.console.print(f"  [{index}] {status:<11} {args}  {figure}  {element_dir or ''}", markup=False)
+        where = element_dir if manifest else ""
+        display.console.print(f"  [{index}] {status:<11} {args}  {figure}  {where}", markup=False)
     display.console.print(f"results: {run_dir}")
     return EXIT_OK if not failed else EXIT_FAILED
 
 
 def show(run_dir: Path, state: str) -> int:
     """The record's status, summary and, for a failed job, where and why (the log's tail)."""
-    submission_path = run_dir / SUBMISSION
-    if submission_path.exists():
-        submission = json.loads(submission_path.read_text())
-        if submission.get("elements"):
-            return show_array(run_dir, submission["job_id"], state)
-    manifest_path = run_dir / "manifest.json"
-    manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    submission = _submission(run_dir)
+    if submission.get("elements"):
+        return show_array(run_dir, submission["job_id"], state)
+    manifest = _manifest(run_dir)
     status = manifest.get("status", "missing")
     display.console.print(f"slurm state {state}; run status {status}")
     for name, summary in (manifest.get("summary") or {}).items():
@@ -166,10 +210,9 @@ def show(run_dir: Path, state: str) -> int:
 
 def status(job_or_dir: str, results_dir: str) -> int:
     run_dir = find_run(job_or_dir, results_dir)
-    submission = json.loads((run_dir / SUBMISSION).read_text()) if (run_dir / SUBMISSION).exists() else {}
+    submission = _submission(run_dir)
     state = job_state(submission["job_id"]) if submission.get("job_id") else "UNKNOWN"
-    manifest = run_dir / "manifest.json"
-    run_status = json.loads(manifest.read_text())["status"] if manifest.exists() else "not started"
+    run_status = _manifest(run_dir).get("status", "not started")
     display.console.print(f"job {submission.get('job_id')}: {state}; run {run_status}")
     display.console.print(f"results: {run_dir}")
     return EXIT_OK
@@ -177,6 +220,6 @@ def status(job_or_dir: str, results_dir: str) -> int:
 
 def collect(job_or_dir: str, results_dir: str) -> int:
     run_dir = find_run(job_or_dir, results_dir)
-    submission = json.loads((run_dir / SUBMISSION).read_text()) if (run_dir / SUBMISSION).exists() else {}
+    submission = _submission(run_dir)
     state = job_state(submission["job_id"]) if submission.get("job_id") else "UNKNOWN"
     return show(run_dir, state)

@@ -10,37 +10,15 @@ path is plain PyTorch and is the reference the fused model is tested against.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import kernels
+from harness.perf.shape import ModelShape
 from kernels import reference
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """The architecture of a decoder."""
-
-    vocab_size: int
-    dim: int
-    """Hidden size h."""
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    """Key/value heads (grouped-query attention); equal to n_heads for multi-head attention."""
-    ffn_dim: int
-    """Hidden size of the SwiGLU MLP."""
-    max_seq_len: int = 2048
-    rope_theta: float = 500000.0
-    norm_eps: float = 1e-5
-    tied_embeddings: bool = False
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
+from kernels.reference import rope_tables
 
 
 class RMSNorm(nn.Module):
@@ -55,13 +33,6 @@ class RMSNorm(nn.Module):
         # Normalise in float32 whatever the activation dtype, as Llama does.
         x32 = x.float()
         return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
-
-
-def rope_tables(head_dim: int, seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotary angles, (seq_len, head_dim / 2), float32."""
-    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), freqs)
-    return angles.cos(), angles.sin()
 
 
 class Attention(nn.Module):

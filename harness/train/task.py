@@ -1,9 +1,11 @@
-"""`harness train` on one rank: build the model and engine, resume, train, log, checkpoint, and
-stop cleanly on preemption. Also the dry run and the validation that runs before any rank starts."""
+"""`harness train`: the validation that runs before any rank starts (validate -> TrainPlan), and
+on one rank: build the model and engine, resume, train, log, checkpoint, and stop cleanly on
+preemption. A dry run (train.dry_run) plans without ranks."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import resource
@@ -19,18 +21,20 @@ import torch.distributed as dist
 
 import kernels
 from harness import devices, display
+from harness.config.job import Job
 from harness.config.schema import RunConfig
 from harness.dist import DistContext
-from harness.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError
+from harness.errors import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, ConfigError
 from harness.hardware import peak_tflops
+from harness.perf.memory import memory_plan
+from harness.perf.shape import ModelShape, flops_per_token, param_count
 from harness.results import RunRecord
-from harness.runner import Outcome
+from harness.tasks import Outcome
 from harness.train import checkpoint, metrics
-from harness.train.data import BatchSpec, SyntheticData, TokenFileData, open_token_file
+from harness.train.data import BatchSpec, SyntheticData, TokenFileData, first_index, open_token_file
 from harness.train.engines import ENGINES, build_engine
 from harness.train.engines.base import COMPUTE_DTYPES
-from harness.train.flops import flops_per_token, memory_plan, param_count
-from harness.train.model import ModelShape, Transformer
+from harness.train.model import Transformer
 
 _stop: list[str] = []
 
@@ -64,8 +68,28 @@ def accumulation_steps(cfg: RunConfig, dp_size: int) -> int:
     return global_batch // per_step
 
 
-def validate(cfg: RunConfig, world_size: int) -> ModelShape:
+@dataclass(frozen=True)
+class TrainPlan:
+    """What `harness train` will run: the model's shape, and whether it is a dry run (which
+    plans without ranks)."""
+
+    shape: ModelShape
+    dry_run: bool = False
+
+    @property
+    def ranks(self) -> bool:
+        return not self.dry_run
+
+
+def validate(job: Job) -> TrainPlan:
     """Every check that can run before the ranks start (bad input: one line, exit code 2)."""
+    cfg = job.config
+    shape = check(cfg, job.world_size or 1)
+    return TrainPlan(shape, bool(cfg.train.dry_run))
+
+
+def check(cfg: RunConfig, world_size: int) -> ModelShape:
+    """The checks of a training config for this world size; the model's shape."""
     shape = model_shape(cfg)
     t = cfg.train
     if cfg.engine.name not in ENGINES:
@@ -120,9 +144,14 @@ def _peak_memory(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def run(cfg: RunConfig, ctx: DistContext, record: RunRecord | None) -> Outcome:
-    """Train on this rank; rank 0 records every logged step and the summary."""
-    shape = validate(cfg, ctx.world_size)
+def run(job: Job, ctx: DistContext | None, record: RunRecord | None) -> Outcome:
+    """Train on this rank (rank 0 records every logged step and the summary); a dry run plans."""
+    plan: TrainPlan = job.plan
+    cfg = job.config
+    if ctx is None:
+        return dry_run(job, record)
+    shape = plan.shape
+    check(cfg, ctx.world_size)  # the world is known now (the global batch must split over it)
     t = cfg.train
     accumulation = accumulation_steps(cfg, ctx.world_size)
     if t.deterministic:
@@ -156,7 +185,7 @@ def run(cfg: RunConfig, ctx: DistContext, record: RunRecord | None) -> Outcome:
             display.note("model.fused_kernels=true: Triton does not run here, so the fused ops run their PyTorch "
                          "fallback (set TRITON_INTERPRET=1 for the Triton interpreter)")  # fmt: skip
         if getattr(engine, "config", None):
-            record.add_file("deepspeed_config.json", __import__("json").dumps(engine.config, indent=2).encode())
+            record.add_file("deepspeed_config.json", json.dumps(engine.config, indent=2).encode())
         if peak is None:
             display.note(f"MFU unknown: no datasheet peak for {devices.device_name(ctx.device.type)} in {t.dtype}")
     for sig in (signal.SIGTERM, signal.SIGUSR1):  # preemption: finish the step, checkpoint, exit
@@ -211,7 +240,8 @@ def _loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, setup: _Se
             if record:
                 record.update(step=last)
             return Outcome("interrupted", message, EXIT_PREEMPTED, _summary_printer(record, step_rows))
-        micro = [data.batch(step, i, ctx.rank) for i in range(accumulation)]
+        micro = [data.batch(step, first_index(dp_rank=ctx.rank, micro=i, micro_batch=t.micro_batch,
+                                              accumulation=accumulation)) for i in range(accumulation)]  # fmt: skip
         _sync(ctx)
         started = time.perf_counter()
         result = engine.train_step(step, micro)
@@ -251,7 +281,8 @@ def _loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, setup: _Se
             record.update(summary={"train": summary})
     failed = [r["step"] for r in step_rows if not r["passed"]]
     if failed:
-        return Outcome("failed", f"non-finite loss at steps {failed[:5]}", 1, _summary_printer(record, step_rows))
+        return Outcome("failed", f"non-finite loss at steps {failed[:5]}", EXIT_FAILED,
+                       _summary_printer(record, step_rows))  # fmt: skip
     return Outcome("ok", None, EXIT_OK, _summary_printer(record, step_rows))
 
 
@@ -274,7 +305,7 @@ def _step_row(step: int, loss: float, result: Any, seconds: float, tokens: int, 
     tflops = fpt * per_device / 1e12
     hfu_tflops = hfu_fpt * per_device / 1e12
     return {
-        "bench": "train", "step": step, "loss": loss, "lr": result.lr, "grad_norm": result.grad_norm,
+        "kind": "train", "step": step, "loss": loss, "lr": result.lr, "grad_norm": result.grad_norm,
         "step_time_s": seconds, "tokens_per_s": tokens_per_s, "tokens_per_s_per_device": per_device,
         "tflops_per_device": tflops, "mfu": tflops / peak if peak else None,
         "hfu": hfu_tflops / peak if peak else None, "peak_memory_bytes": memory, "world_size": world,
@@ -293,7 +324,7 @@ def _summary_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         return statistics.median(values) if values else None
 
     return {
-        "bench": "train_summary", "steps_measured": len(measured), "enough_steps": len(measured) >= 10,
+        "kind": "train_summary", "steps_measured": len(measured), "enough_steps": len(measured) >= 10,
         "step_time_s": med("step_time_s"), "tokens_per_s": med("tokens_per_s"),
         "tokens_per_s_per_device": med("tokens_per_s_per_device"), "tflops_per_device": med("tflops_per_device"),
         "mfu": med("mfu"), "hfu": med("hfu"), "final_loss": rows[-1]["loss"],
@@ -315,30 +346,28 @@ def _summary_printer(record: RunRecord | None, rows: list[dict[str, Any]]) -> An
     return show
 
 
-def dry_run(cfg: RunConfig, world_size: int, launcher: str) -> tuple[RunRecord, dict[str, Any]]:
-    """The plan of a run, from shapes alone: parameters, FLOPs, memory per device. Writes a run."""
-    shape = validate(cfg, world_size)
+def dry_run(job: Job, record: RunRecord | None) -> Outcome:
+    """The plan of a run, from shapes alone: parameters, FLOPs, memory per device."""
+    cfg, plan = job.config, job.plan
+    world_size = job.world_size or 1
+    shape = plan.shape
     t = cfg.train
     accumulation = accumulation_steps(cfg, world_size)
     params = param_count(shape)
     stage = {"deepspeed": cfg.engine.zero_stage, "fsdp": 3, "ddp": 0}[cfg.engine.name]
-    plan = memory_plan(shape, dtype=t.dtype, zero_stage=stage, dp_size=world_size, micro_batch=t.micro_batch,
-                       seq_len=t.seq_len, activation_checkpointing=t.activation_checkpointing)  # fmt: skip
+    memory = memory_plan(shape, dtype=t.dtype, zero_stage=stage, dp_size=world_size, micro_batch=t.micro_batch,
+                         seq_len=t.seq_len, activation_checkpointing=t.activation_checkpointing)  # fmt: skip
     fpt = flops_per_token(shape, t.seq_len)
     tokens_per_step = t.micro_batch * accumulation * world_size * t.seq_len
     row = {
-        "bench": "train_plan", "model": cfg.model.name, "engine": cfg.engine.name, "zero_stage": stage,
+        "kind": "train_plan", "model": cfg.model.name, "engine": cfg.engine.name, "zero_stage": stage,
         "world_size": world_size, "n_params": params.total, "n_params_embedding": params.embedding,
         "seq_len": t.seq_len, "tokens_per_step": tokens_per_step, "flops_per_token": fpt,
-        "flops_per_step": fpt * tokens_per_step, "memory_per_device_bytes": plan.total,
-        "memory_weights_bytes": plan.weights, "memory_gradients_bytes": plan.gradients,
-        "memory_optimizer_bytes": plan.optimizer, "memory_activations_bytes": plan.activations, "passed": True,
+        "flops_per_step": fpt * tokens_per_step, "memory_per_device_bytes": memory.total,
+        "memory_weights_bytes": memory.weights, "memory_gradients_bytes": memory.gradients,
+        "memory_optimizer_bytes": memory.optimizer, "memory_activations_bytes": memory.activations, "passed": True,
     }  # fmt: skip
-    from harness.runner import task_config
-
-    record = RunRecord.create(cfg.results.dir, task="train", config=task_config(cfg), launcher=launcher,
-                              world_size=world_size)  # fmt: skip
-    record.add_rows([row])
-    record.update(summary={"train_plan": {k: v for k, v in row.items() if k not in ("bench", "passed")}})
-    record.finish("ok")
-    return record, row
+    if record:
+        record.add_rows([row])
+        record.update(summary={"train_plan": {k: v for k, v in row.items() if k not in ("kind", "passed")}})
+    return Outcome("ok", None, EXIT_OK, lambda: display.plan_table(row))

@@ -38,7 +38,7 @@ def test_a_clean_run_passes_with_its_reports(results_dir: Path) -> None:
     assert manifest["status"] == "ok" and manifest["accept"]["verdict"] == "pass"
     assert manifest["accept"]["profile"] == "cpu" and manifest["accept"]["fault_injection"] is None
     assert flagged(run) == [] and (run.run_dir / "exclude.txt").read_text() == ""
-    checks = [r for r in run.rows if r["bench"] == "accept_check"]
+    checks = [r for r in run.rows if r["kind"] == "accept_check"]
     names = {r["name"] for r in checks}
     assert {"gemm_float32_tflops", "memory_triad_gbps", "cpu_cores", "correctness_gemm", "gpu_health"} <= names
     assert {r["status"] for r in checks if r["name"] == "node_pair_busbw_gbps"} == {"n/a"}  # one node

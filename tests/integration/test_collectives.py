@@ -28,15 +28,15 @@ def collectives(results_dir: Path, nproc: int, *extra: str) -> Run:
 def test_every_collective(results_dir: Path, nproc: int) -> None:
     run = collectives(results_dir, nproc, "bench.redop=[sum,max]")
     rows = run.rows
-    assert {r["bench"] for r in rows} == set(OPS_NAMES)
+    assert {r["kind"] for r in rows} == set(OPS_NAMES)
     assert all(r["wrong"] == 0 and r["world_size"] == nproc and r["group_size"] == nproc for r in rows)
     for row in rows:
         assert row["time_us_min"] <= row["time_us"] == row["time_us_max"]
         assert 0 <= row["slowest_rank"] < nproc
         assert row["telemetry_samples"] >= 1
-        if row["bench"] in ("all_gather", "reduce_scatter", "all_to_all"):
+        if row["kind"] in ("all_gather", "reduce_scatter", "all_to_all"):
             assert row["count"] % nproc == 0  # split per rank: rounded to a multiple of the ranks
-    reducers = {(r["bench"], r["redop"]) for r in rows if r["redop"]}
+    reducers = {(r["kind"], r["redop"]) for r in rows if r["redop"]}
     assert reducers == {(op, redop) for op in ("all_reduce", "reduce", "reduce_scatter") for redop in ("sum", "max")}
     assert (run.run_dir / "busbw.png").read_bytes()[:4] == b"\x89PNG"
     assert set(run.manifest["summary"]) == set(OPS_NAMES)
@@ -54,7 +54,7 @@ def test_groups_split_the_world(results_dir: Path) -> None:
     # a case gives one row per group
     per_case = {}
     for row in rows:
-        key = (row["bench"], row["dtype"], row["bytes"], row["in_place"], row["redop"])
+        key = (row["kind"], row["dtype"], row["bytes"], row["in_place"], row["redop"])
         per_case.setdefault(key, []).append(row["group"])
     assert all(sorted(groups) == [0, 1] for groups in per_case.values())
 
@@ -72,13 +72,13 @@ def test_the_all_suite(results_dir: Path) -> None:
     run = run_cmd(cmd, timeout=240)
     assert run.proc.returncode == 0, run.output
     run.validate()
-    benches = {r["bench"] for r in run.rows}
+    benches = {r["kind"] for r in run.rows}
     assert benches == {"gemm", "memory", "hpl", *OPS_NAMES}  # host_link does not apply on CPU
     assert "host_link: not applicable on cpu (no device memory, no host link); skipped" in run.manifest["notes"]
     assert sorted(run.manifest["files"]) == ["busbw.png", "gemm_tflops.png", "memory_gbps.png"]
-    hpl = [r for r in run.rows if r["bench"] == "hpl"]
+    hpl = [r for r in run.rows if r["kind"] == "hpl"]
     assert len(hpl) == 2 and all(r["passed"] and r["residual"] < 16 and r["gflops"] > 0 for r in hpl)
-    memory = [r for r in run.rows if r["bench"] == "memory"]
+    memory = [r for r in run.rows if r["kind"] == "memory"]
     assert {r["kernel"] for r in memory} == {"copy", "scale", "add", "triad"} and all(r["wrong"] == 0 for r in memory)
     assert run.manifest["summary"]["gemm"]["float32"]["best_tflops"] > 0
     assert "gemm: float32 best" in run.proc.stdout  # the summary line

@@ -30,8 +30,8 @@ def check_good_run(run: Run, launcher: str, world_size: int = 2) -> None:
     assert manifest["versions"]["torch"]
     assert manifest["finished_at"] >= manifest["started_at"]
     rows = run.rows
-    gemm = [r for r in rows if r["bench"] == "gemm"]
-    all_reduce = [r for r in rows if r["bench"] == "all_reduce"]
+    gemm = [r for r in rows if r["kind"] == "gemm"]
+    all_reduce = [r for r in rows if r["kind"] == "all_reduce"]
     # bench=quick: 3 default CPU dtypes x 2 shapes, one row per rank each
     assert len(gemm) == 3 * 2 * world_size
     assert sorted({r["rank"] for r in gemm}) == list(range(world_size))

@@ -170,7 +170,7 @@ def test_train_job_requeues_and_resumes_after_usr1(
         return [
             json.loads(line)["loss"]
             for line in (path / "rows.jsonl").read_text().splitlines()
-            if json.loads(line)["bench"] == "train"
+            if json.loads(line)["kind"] == "train"
         ]
 
     assert losses(run.run_dir) + losses(finished) == losses(reference.run_dir)
@@ -261,7 +261,7 @@ def test_accept_sbatch_reports_both_nodes(results_dir: Path, slurm_env: dict[str
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["hosts"] == ["n1", "n2"] and manifest["accept"]["verdict"] == "pass"
     rows = [json.loads(line) for line in (run_dir / "rows.jsonl").read_text().splitlines()]
-    checks = {(r["name"], r["subject"]) for r in rows if r["bench"] == "accept_check" and r["status"] == "pass"}
+    checks = {(r["name"], r["subject"]) for r in rows if r["kind"] == "accept_check" and r["status"] == "pass"}
     for node in ("n1", "n2"):
         assert ("all_reduce_busbw_gbps", node) in checks and ("node_pair_busbw_gbps", node) in checks
     report = (run_dir / "report.md").read_text()

@@ -37,7 +37,7 @@ def train(tmp: Path, name: str, *extra: str) -> Run:
 
 
 def losses(run: Run) -> list[float]:
-    return [r["loss"] for r in run.rows if r["bench"] == "train"]
+    return [r["loss"] for r in run.rows if r["kind"] == "train"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_engine_trains(runs: dict[str, Run], name: str) -> None:
     assert manifest["status"] == "ok" and manifest["world_size"] == 2 and manifest["task"] == "train"
     assert manifest["train"]["accumulation_steps"] == 2 and manifest["train"]["tokens_per_step"] == 8 * 32
     assert "bench" not in manifest["config"]  # only the sections train reads
-    steps = [r for r in run.rows if r["bench"] == "train"]
+    steps = [r for r in run.rows if r["kind"] == "train"]
     assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
     for row in steps:
         assert row["tokens_per_s"] == pytest.approx(8 * 32 / row["step_time_s"])
@@ -65,7 +65,7 @@ def test_engine_trains(runs: dict[str, Run], name: str) -> None:
         assert row["tflops_per_device"] == pytest.approx(flops / 1e12)
         assert row["mfu"] is None  # no datasheet peak for a CPU: no guess
         assert row["grad_norm"] is not None and row["grad_norm"] > 0
-    (summary,) = [r for r in run.rows if r["bench"] == "train_summary"]
+    (summary,) = [r for r in run.rows if r["kind"] == "train_summary"]
     assert summary["steps_measured"] == STEPS - 2  # warmup steps left out
     assert f"step     1/{STEPS}" in run.proc.stdout and "ETA 00:" in run.proc.stdout  # progress with ETA
     if name.startswith("zero"):
@@ -100,7 +100,7 @@ def test_preempted_and_resumed_run_matches_bit_for_bit(runs: dict[str, Run], tmp
     second = train(tmp_path, name)
     assert second.proc.returncode == 0, second.output
     assert second.manifest["train"]["resumed_from_step"] == 4
-    assert [r["step"] for r in second.rows if r["bench"] == "train"] == list(range(5, STEPS + 1))
+    assert [r["step"] for r in second.rows if r["kind"] == "train"] == list(range(5, STEPS + 1))
     assert losses(first) + losses(second) == losses(runs[name])
 
 

@@ -13,6 +13,7 @@ from harness import hardware
 from harness.accept import gates, report
 from harness.accept.checks import Check
 from harness.accept.gates import Figure
+from harness.bench import node_pairs
 from harness.errors import ConfigError
 
 H100 = hardware.profiles()["h100-sxm"]
@@ -114,7 +115,7 @@ def pair_rows(slow_host: str) -> list[dict]:
 
 
 def test_node_pairs_localise_a_bad_link_to_its_node() -> None:
-    figures = gates.figures_from_rows({"node_pairs": pair_rows("n3")}, {}, "cpu")
+    figures = [gates.place(v, {}, "cpu") for v in node_pairs.BENCHMARK.gate_values(pair_rows("n3"), "pairs")]
     values = {f.subject: f.value for f in figures}
     assert values == {"n1": 10.0, "n2": 10.0, "n3": 2.0, "n4": 10.0}  # neighbours keep their good round
     outliers = by(judge(figures), "node_pair_busbw_gbps_outlier")
@@ -208,7 +209,7 @@ def test_odd_node_count_does_not_flag_the_bad_nodes_neighbour() -> None:
             if mate is not None:
                 gbps = 2.0 if "n2" in (hosts[node], hosts[mate]) else 10.0
                 rows.append({"host": hosts[node], "round": r, "bytes": 1 << 20, "busbw_gbps": gbps})
-    figures = gates.figures_from_rows({"node_pairs": rows}, {}, "cpu")
+    figures = [gates.place(v, {}, "cpu") for v in node_pairs.BENCHMARK.gate_values(rows, "pairs")]
     outliers = by(judge(figures), "node_pair_busbw_gbps_outlier")
     assert [c.subject for c in outliers if c.status == "fail"] == ["n2"]
 

@@ -155,7 +155,8 @@ def test_known_bad_reads_real_acceptance_runs_only(tmp_path: Path) -> None:
 
     def manifest(run_id: str, task: str, uuid: str, injected: dict | None) -> None:
         flagged = [{"uuid": uuid, "check": "gemm_bfloat16_tflops_outlier", "subject": "n1/gpu0"}]
-        data = {"run_id": run_id, "task": task, "accept": {"flagged": flagged, "fault_injection": injected}}
+        data = {"run_id": run_id, "task": task, "status": "failed", "started_at": "2026-01-01T00:00:00Z",
+                "accept": {"flagged": flagged, "fault_injection": injected}}  # fmt: skip
         (tmp_path / run_id).mkdir()
         (tmp_path / run_id / "manifest.json").write_text(json.dumps(data))
 

@@ -7,19 +7,20 @@ import pytest
 import torch
 
 from harness import units
-from harness.bench import get
 from harness.bench.base import BenchSpec, PlanEnv
 from harness.bench.collectives.base import count_wrong, pattern, reduced
 from harness.bench.driver import plan_suite
+from harness.bench.registry import get
 from harness.errors import ConfigError
+from tests.helpers import bench_spec
 
 
 def spec(**kw: object) -> BenchSpec:
-    base = dict(dtypes=("float32",), warmup=0, iters=1, min_bytes=1000, max_bytes=1000, step_factor=2, shapes=None)
-    return BenchSpec(**{**base, **kw})
+    base = dict(dtypes=("float32",), warmup=0, iters=1, min_bytes=1000, max_bytes=1000, step_factor=2)
+    return bench_spec(**{**base, **kw})
 
 
-def cases(name: str, n: int, **kw: object) -> list[dict]:
+def cases(name: str, n: int, **kw: object) -> list:
     return get(name).plan(spec(**kw), spec(**kw).dtypes, PlanEnv("cpu", 2**33, world_size=n))
 
 
@@ -39,8 +40,8 @@ def cases(name: str, n: int, **kw: object) -> list[dict]:
 )  # fmt: skip
 def test_byte_counts_and_bus_factors(op: str, n: int, nbytes: int, factor: float) -> None:
     planned = cases(op, n)
-    assert {c["bytes"] for c in planned} == {nbytes}
-    assert all(c["count"] == nbytes // 4 for c in planned)
+    assert {c.bytes for c in planned} == {nbytes}
+    assert all(c.count == nbytes // 4 for c in planned)
     assert units.bus_factor(op, n) == pytest.approx(factor)
     # 996 B in 1 ms: algbw 0.000996 GB/s, busbw x factor
     assert units.busbw_gbps(op, nbytes, 1e-3, n) == pytest.approx(nbytes / 1e-3 / 1e9 * factor)
@@ -53,16 +54,16 @@ def test_rounding_is_noted() -> None:
 
 
 def test_modes_per_op() -> None:
-    assert {c["in_place"] for c in cases("all_gather", 2)} == {False, True}
-    assert {c["in_place"] for c in cases("all_to_all", 2)} == {False}  # torch: out of place only
-    assert {c["in_place"] for c in cases("all_reduce", 2, in_place=True)} == {True}
+    assert {c.in_place for c in cases("all_gather", 2)} == {False, True}
+    assert {c.in_place for c in cases("all_to_all", 2)} == {False}  # torch: out of place only
+    assert {c.in_place for c in cases("all_reduce", 2, in_place=True)} == {True}
     assert cases("sendrecv", 1) == []  # a ring needs two ranks
 
 
 def test_redops_and_roots() -> None:
     planned = cases("reduce", 4, redops=("sum", "max"), root=3)
-    assert {(c["redop"], c["root"]) for c in planned} == {("sum", 3), ("max", 3)}
-    assert {c["redop"] for c in cases("broadcast", 4, redops=("max",))} == {None}
+    assert {(c.redop, c.root) for c in planned} == {("sum", 3), ("max", 3)}
+    assert {c.redop for c in cases("broadcast", 4, redops=("max",))} == {None}
     with pytest.raises(ConfigError, match=r"bench\.root=4 but a group has 4 ranks"):
         cases("broadcast", 4, root=4)
     with pytest.raises(ConfigError, match="avg is not defined for int32"):
@@ -73,11 +74,12 @@ def test_groups_must_divide_the_world() -> None:
     with pytest.raises(ConfigError, match=r"bench\.groups=3 does not divide the world size 4; choose one of 1, 2, 4"):
         plan_suite(["all_reduce"], spec(groups=3), PlanEnv("cpu", 2**33, world_size=4))
     planned = plan_suite(["all_gather"], spec(groups=2), PlanEnv("cpu", 2**33, world_size=6))
-    assert {c["bytes"] for c in planned.items[0][1]} == {996}  # a multiple of the group size 3
+    assert {c.bytes for c in planned.items[0][1]} == {996}  # a multiple of the group size 3
 
 
 def test_sweep_that_does_not_fit_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"max_bytes=1G: all_reduce needs 3.0 GiB on each device but 1.0 GiB is free"):
+    needs = r"max_bytes=1G \(1,073,741,824 bytes\): all_reduce needs 3.0 GiB on each device but 1.0 GiB is free"
+    with pytest.raises(ConfigError, match=needs):
         plan_suite(["all_reduce"], spec(max_bytes=2**30), PlanEnv("cpu", 2**30, world_size=2))
 
 
@@ -135,7 +137,7 @@ def test_count_wrong_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_float8_needs_shapes_in_multiples_of_16() -> None:
     env = PlanEnv("cuda", 2**40, world_size=1)
     planned = get("gemm").plan(spec(shapes=((97, 61, 83), (128, 64, 32))), ("float8",), env)
-    assert [(c["m"], c["n"], c["k"]) for c in planned] == [(128, 64, 32)]
+    assert [(c.m, c.n, c.k) for c in planned] == [(128, 64, 32)]
     assert env.notes == ["gemm: float8 skips 97x61x83 (k and n must be multiples of 16)"]
     with pytest.raises(ConfigError, match="no shape can run in float8"):
         get("gemm").plan(spec(shapes=((97, 61, 83),)), ("float8",), PlanEnv("cuda", 2**40, world_size=1))

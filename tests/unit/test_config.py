@@ -4,27 +4,29 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import prepare
-from harness.config import bench_spec, compose, expand_sweep, to_typed
+from harness.bench.spec import bench_spec
+from harness.config.compose import compose, expand_sweep
+from harness.config.job import typed
 from harness.config.schema import RunConfig
 from harness.errors import ConfigError
+from tests.helpers import prepare, suite
 
 
 def test_defaults_compose_to_typed_config() -> None:
-    cfg = to_typed(compose(["task=bench", "bench.names=[gemm]"]))
+    cfg = typed(compose(["task=bench", "bench.names=[gemm]"]))
     assert isinstance(cfg, RunConfig)
     assert (cfg.device, cfg.launch.nproc, cfg.results.dir) == ("auto", "auto", "results")
     assert (cfg.bench.min_bytes, cfg.bench.max_bytes, cfg.bench.step_factor) == ("1K", "64M", 4)
 
 
 def test_overrides_and_preset() -> None:
-    cfg = to_typed(compose(["task=bench", "bench=quick", "bench.iters=7", "launch.nproc=3", "bench.dtype=[float32]"]))
+    cfg = typed(compose(["task=bench", "bench=quick", "bench.iters=7", "launch.nproc=3", "bench.dtype=[float32]"]))
     assert cfg.bench.iters == 7
     assert cfg.bench.shapes == ["128x128x128", "97x61x83"]
-    assert cfg.launch.nproc == 3
+    assert cfg.launch.nproc == "3"
     spec = bench_spec(cfg.bench, seed=0)
     assert spec.dtypes == ("float32",)
-    assert spec.shapes == ((128, 128, 128), (97, 61, 83))
+    assert spec.options["gemm"].shapes == ((128, 128, 128), (97, 61, 83))
     assert spec.max_bytes == 64 * 1024
 
 
@@ -39,11 +41,11 @@ def test_plan_counts_cases() -> None:
             "device=cpu",
         ]
     )
-    ((_, cases),) = job.plan.items
+    ((_, cases),) = suite(job).items
     # 1K, 4K, 16K, 64K, 256K, 1M; out-of-place and in-place each
-    assert [c["bytes"] for c in cases[::2]] == [1024 * 4**i for i in range(6)]
-    assert [c["in_place"] for c in cases[:2]] == [False, True]
-    assert all(c["count"] * 4 == c["bytes"] for c in cases)
+    assert [c.bytes for c in cases[::2]] == [1024 * 4**i for i in range(6)]
+    assert [c.in_place for c in cases[:2]] == [False, True]
+    assert all(c.count * 4 == c.bytes for c in cases)
 
 
 @pytest.mark.parametrize(
@@ -58,14 +60,14 @@ def test_plan_counts_cases() -> None:
         (["bench.min_bytes=-4"], "bench.min_bytes"),
         (["bench.min_bytes=1M", "bench.max_bytes=1K"], "max_bytes must be >= min_bytes"),
         (["bench.step_factor=1"], "bench.step_factor=1 must be a whole number >= 2"),
-        (["bench.dtype=float13"], "unknown dtype 'float13'; choices: float64, float32, tf32"),
+        (["bench.dtype=float13"], "unknown dtype 'float13' (did you mean 'float32'?); choices: float64, float32, tf32"),
         (["bench.dtype=tf32"], "'tf32' is not available for all_reduce on cpu; choices: float64"),
         (["bench.shapes=[12x12]"], "'12x12' is not a shape"),
         (["bench.shapes=[0x4x4]"], "'0x4x4' is not a shape"),
         (["device=tpu"], "device='tpu' is not a device; choices: auto, cpu, cuda"),
         (["device=cuda"], "device=cuda but no CUDA GPU is visible"),
         (["debug.fault=explode"], "debug.fault='explode'; choices: none, wrong_result, raise, hang"),
-        (["bench.max_bytes=64T"], "bench.max_bytes=64T: all_reduce needs 393216.0 GiB on each device"),
+        (["bench.max_bytes=64T"], "max_bytes=64T (70,368,744,177,664 bytes): all_reduce needs 393216.0 GiB"),
         (["bench.groups=0"], "bench.groups=0 must be a whole number >= 1"),
         (["bench.redop=mean"], "bench.redop: unknown reduction 'mean'; choices: sum, max, min, prod, avg"),
         (["bench.in_place=maybe"], "bench.in_place='maybe'; choices: both, true, false"),
@@ -102,17 +104,18 @@ def test_gemm_dtype_the_cpu_lacks_is_refused(dtype: str) -> None:
 def test_gemm_grid_from_ranges() -> None:
     job = prepare(["task=bench", "bench.names=[gemm]", "bench.m=64:256:64", "bench.n=[32]", "bench.k=48",
                    "bench.shapes=[8x8x8]", "device=cpu", "bench.dtype=float32"])  # fmt: skip
-    ((_, cases),) = job.plan.items
-    assert [(c["m"], c["n"], c["k"]) for c in cases] == [(8, 8, 8), (64, 32, 48), (128, 32, 48), (192, 32, 48),
+    ((_, cases),) = suite(job).items
+    assert [(c.m, c.n, c.k) for c in cases] == [(8, 8, 8), (64, 32, 48), (128, 32, 48), (192, 32, 48),
                                                           (256, 32, 48)]  # fmt: skip
 
 
 def test_aliases_expand() -> None:
     job = prepare(["task=bench", "bench.names=[all]", "bench=quick", "device=cpu"])
-    names = [bench.name for bench, _ in job.plan.items]
+    plan = suite(job)
+    names = [bench.name for bench, _ in plan.items]
     assert names == ["gemm", "memory", "host_link", "hpl", "all_reduce", "all_gather", "reduce_scatter",
                      "broadcast", "reduce", "all_to_all", "sendrecv"]  # fmt: skip
-    assert "host_link: not applicable on cpu (no device memory, no host link); skipped" in job.plan.notes
+    assert "host_link: not applicable on cpu (no device memory, no host link); skipped" in plan.notes
 
 
 def test_no_benchmark_named() -> None:

@@ -12,12 +12,13 @@ import torch.distributed as dist
 
 from harness import telemetry, units
 from harness.bench import gemm
-from harness.bench.base import BenchSpec, PlanEnv
+from harness.bench.base import PlanEnv
 from harness.bench.driver import Fault, Telemetry, plan_suite, run_suite
 from harness.dist import DistContext, LaunchEnv, free_port, split
+from tests.helpers import bench_spec
 
-SPEC = BenchSpec(dtypes=None, warmup=1, iters=3, min_bytes=4, max_bytes=4096, step_factor=8,
-                 shapes=((33, 17, 65), (64, 64, 64)), array_bytes=2**16, hpl_n=(64, 97))  # fmt: skip
+SPEC = bench_spec(dtypes=None, warmup=1, iters=3, min_bytes=4, max_bytes=4096, step_factor=8,
+                  shapes=((33, 17, 65), (64, 64, 64)), array_bytes=2**16, hpl_n=(64, 97))  # fmt: skip
 
 
 def env(world: int = 1) -> PlanEnv:
@@ -74,7 +75,7 @@ def test_injected_exception(ctx: DistContext) -> None:
 def test_gemm_tolerances_hold_for_honest_products(ctx: DistContext) -> None:
     comm = split(ctx, 1)
     for dtype in ("float64", "float32", "bfloat16", "float16"):
-        case = gemm.BENCHMARK.build({"dtype": dtype, "m": 128, "n": 96, "k": 2048}, ctx, SPEC, comm)
+        case = gemm.BENCHMARK.build(gemm.GemmCase(dtype, 128, 96, 2048), ctx, SPEC, comm)
         case.run()
         check = case.verify()
         assert check["passed"], (dtype, check)

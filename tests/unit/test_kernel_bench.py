@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from harness.bench.base import BenchSpec, PlanEnv
-from harness.bench.kernel_ops import BENCHMARK, model_dims, op_bytes, op_flops, op_shapes
+from harness.bench.kernel_cases import model_dims, op_bytes, op_flops, op_shapes
+from harness.bench.kernel_ops import BENCHMARK, KernelCase
+from tests.helpers import bench_spec
 
 
 def test_llama3_8b_sizes_come_from_the_preset() -> None:
@@ -31,25 +33,25 @@ def test_minimal_bytes_by_hand() -> None:
 
 
 def spec(**kw) -> BenchSpec:
-    return BenchSpec(dtypes=None, warmup=1, iters=2, min_bytes=1, max_bytes=1, step_factor=2, shapes=None, **kw)
+    return bench_spec(**kw)
 
 
 def test_cpu_plan_leaves_fused_out_with_a_note_and_orders_baselines_first() -> None:
     env = PlanEnv(device_type="cpu", free_memory_bytes=2**34)
     cases = BENCHMARK.plan(spec(kernel_ops=("swiglu",), kernel_tokens=8), ("float32",), env)
-    assert cases[0]["op"] == "copy"  # the bandwidth reference comes first
-    assert [(c["mode"], c["impl"]) for c in cases[1:]] == [
+    assert cases[0].labels()["op"] == "copy"  # the bandwidth reference comes first
+    assert [(c.mode, c.impl) for c in cases[1:]] == [
         ("fwd", "eager"), ("fwd", "compile"), ("fwd_bwd", "eager"), ("fwd_bwd", "compile")
     ]  # fmt: skip
     assert any("fused not applicable on cpu" in n for n in env.notes)
-    assert all(c["model"] == "small" for c in cases[1:])
+    assert all(c.model == "small" for c in cases[1:])
 
 
 def test_gpu_plan_runs_fused_after_both_baselines() -> None:
     env = PlanEnv(device_type="cuda", free_memory_bytes=80 * 2**30)
     cases = BENCHMARK.plan(spec(kernel_ops=("rms_norm",), kernel_models=("llama3-70b",)), ("bfloat16",), env)
-    assert [c["impl"] for c in cases[1:4]] == ["eager", "compile", "fused"]
-    assert cases[1]["tokens"] == 16384 and cases[1]["shape"] == "16384x8192 8192"
+    assert [c.impl for c in cases[1:4]] == ["eager", "compile", "fused"]
+    assert cases[1].tokens == 16384 and cases[1].shape == "16384x8192 8192"
 
 
 def test_a_wrong_kernel_result_fails_its_check() -> None:
@@ -57,7 +59,7 @@ def test_a_wrong_kernel_result_fails_its_check() -> None:
 
     from harness.bench.kernel_cases import build_case
 
-    case = {"op": "swiglu", "impl": "eager", "mode": "fwd_bwd", "dtype": "float32", "tokens": 3, "model": "tiny"}
+    case = KernelCase("float32", "swiglu", "tiny", "fwd_bwd", "eager", "launch", 3, "", 0)
     built = build_case(case, model_dims("tiny"), torch.device("cpu"), seed=0)
     built.reset()
     built.run()
@@ -83,8 +85,8 @@ def test_a_nan_gradient_fails_the_check(monkeypatch) -> None:
         def backward(ctx, dy):
             return torch.full_like(dy, float("nan")), torch.zeros(dy.shape[-1])
 
-    monkeypatch.setitem(kernel_cases.FUSED, "rms_norm", NanGrad.apply)
-    case = {"op": "rms_norm", "impl": "fused", "mode": "fwd_bwd", "dtype": "float32", "tokens": 3, "model": "tiny"}
+    monkeypatch.setitem(kernel_cases.fused_ops(), "rms_norm", NanGrad.apply)
+    case = KernelCase("float32", "rms_norm", "tiny", "fwd_bwd", "fused", "launch", 3, "", 0)
     built = kernel_cases.build_case(case, model_dims("tiny"), torch.device("cpu"), seed=0)
     built.reset()
     built.run()

@@ -14,7 +14,7 @@ from harness.results import RunRecord, close_if_unfinished, validate_manifest, v
 from harness.results.atomic import write_atomic
 from harness.results.provenance import REDACTED, environment, is_secret_name, redact
 
-GEMM_ROW = {"bench": "gemm", "dtype": "float32", "m": 8, "n": 8, "k": 8, "time_us": 1.0, "time_us_min": 0.9,
+GEMM_ROW = {"kind": "gemm", "dtype": "float32", "m": 8, "n": 8, "k": 8, "time_us": 1.0, "time_us_min": 0.9,
             "time_us_max": 1.2, "tflops": 0.001, "rel_error": 1e-7, "tolerance": 1e-4, "passed": True, "rank": 0,
             "host": "h", "world_size": 1}  # fmt: skip
 
@@ -30,7 +30,7 @@ def test_create_add_finish(tmp_path: Path) -> None:
     stamp, task, short = record.run_id.split("-")
     assert task == "bench" and stamp.endswith("Z") and len(short) == 6
     on_disk = json.loads((record.path / "manifest.json").read_text())
-    assert on_disk["status"] == "running" and on_disk["schema_version"] == 2
+    assert on_disk["status"] == "running" and on_disk["schema_version"] == 3
     record.add_rows([GEMM_ROW, {**GEMM_ROW, "rank": 1, "passed": False, "rel_error": float("nan")}])
     record.finish("failed", "one row failed")
     back = RunRecord.load(record.path)

@@ -3,25 +3,28 @@ sampler, the schedule, and the bad input that must stop a run before it starts."
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from harness.cli import prepare
-from harness.config import compose, to_typed
+from harness.config.compose import compose
+from harness.config.job import typed
 from harness.errors import ConfigError
+from harness.perf.memory import memory_plan
+from harness.perf.shape import flops_per_token, param_count
 from harness.train import checkpoint
-from harness.train.data import BatchSpec, SyntheticData, TokenFileData, tokenize_bytes
+from harness.train.data import BatchSpec, SyntheticData, TokenFileData, first_index, tokenize_bytes
 from harness.train.engines import lr_at
-from harness.train.flops import flops_per_token, memory_plan, param_count
 from harness.train.model import Transformer
 from harness.train.task import model_shape
+from tests.helpers import prepare
 
 
 def shape_of(preset: str):
-    return model_shape(to_typed(compose(["task=train", f"model={preset}"])))
+    return model_shape(typed(compose(["task=train", f"model={preset}"])))
 
 
 def test_tiny_by_hand() -> None:
@@ -74,22 +77,45 @@ def test_model_forward_and_loss() -> None:
     assert torch.allclose(model(tokens)[:, :6], model(changed)[:, :6])
 
 
-def test_data_is_a_function_of_seed_step_micro_rank(tmp_path: Path) -> None:
+def test_data_is_a_function_of_seed_step_and_global_index(tmp_path: Path) -> None:
     spec = BatchSpec(micro_batch=2, seq_len=8, vocab_size=256, seed=3)
     data = SyntheticData(spec)
-    x, y = data.batch(5, 1, 0)
-    assert torch.equal(x, data.batch(5, 1, 0)[0]) and torch.equal(x[:, 1:], y[:, :-1])
-    assert not torch.equal(x, data.batch(5, 1, 1)[0]) and not torch.equal(x, data.batch(6, 1, 0)[0])
+    x, y = data.batch(5, 2)
+    assert torch.equal(x, data.batch(5, 2)[0]) and torch.equal(x[:, 1:], y[:, :-1])
+    assert not torch.equal(x, data.batch(5, 4)[0]) and not torch.equal(x, data.batch(6, 2)[0])
+    # The global batch is the same set of sequences however ranks and micro-batches slice it:
+    # 2 ranks x 2 micro-batches of 2 and 1 rank x 8 micro-batches of 1 see sequences 0..7 alike.
+    two_ranks = torch.cat([data.batch(5, first_index(dp_rank=r, micro=i, micro_batch=2, accumulation=2))[0]
+                           for r in range(2) for i in range(2)])  # fmt: skip
+    one = SyntheticData(BatchSpec(micro_batch=1, seq_len=8, vocab_size=256, seed=3))
+    one_rank = torch.cat([one.batch(5, first_index(dp_rank=0, micro=i, micro_batch=1, accumulation=8))[0]
+                          for i in range(8)])  # fmt: skip
+    assert torch.equal(two_ranks, one_rank)
     text = tmp_path / "t.txt"
     text.write_text("hello, exaharness! " * 20)
     assert tokenize_bytes(str(text), str(tmp_path / "t.u16")) == 380
     tokens = TokenFileData(spec, str(tmp_path / "t.u16"), "uint16")
-    x, y = tokens.batch(0, 0, 0)
+    x, y = tokens.batch(0, 0)
     assert x.max() < 128 and torch.equal(x[:, 1:], y[:, :-1])
 
 
+def test_synthetic_data_is_learnable_down_to_its_entropy_floor() -> None:
+    """The chain's true bigram table scores its entropy rate; the uniform guess scores ln V."""
+    data = SyntheticData(BatchSpec(micro_batch=64, seq_len=256, vocab_size=256, seed=0))
+    tokens = data.sequences(0, 0, 64)
+    prev, nxt = tokens[:, :-1].reshape(-1), tokens[:, 1:].reshape(-1)
+    states = torch.argsort(data.permutation)  # token -> state
+    moves = (states[nxt] - states[prev]) % 256
+    probs = {int(o): p for o, p in zip(data.offsets, data.probs.tolist(), strict=True)}
+    assert set(moves.unique().tolist()) <= set(probs)  # every step is one of the chain's offsets
+    nll = -torch.tensor([math.log(probs[int(m)]) for m in moves]).mean()
+    assert float(nll) == pytest.approx(data.entropy_floor_nats, rel=0.05)
+    assert data.entropy_floor_nats == pytest.approx(1.0627, abs=1e-3)
+    assert data.entropy_floor_nats < math.log(256) / 5
+
+
 def test_schedule() -> None:
-    train = to_typed(compose(["task=train", "train.steps=12", "train.warmup_steps=2", "train.lr=1e-3"])).train
+    train = typed(compose(["task=train", "train.steps=12", "train.warmup_steps=2", "train.lr=1e-3"])).train
     assert [round(lr_at(s, train), 6) for s in (1, 2)] == [0.0005, 0.001]
     assert lr_at(12, train) == pytest.approx(1e-4)  # min_lr_ratio 0.1 at the end
     assert lr_at(7, train) == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # halfway down the cosine
@@ -167,7 +193,7 @@ def test_wandb_is_offline_unless_asked(tmp_path: Path, monkeypatch: pytest.Monke
     from harness.train.metrics import WandbLogger
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    cfg = to_typed(compose(["task=train", "logger=wandb"])).logger
+    cfg = typed(compose(["task=train", "logger=wandb"])).logger
     fake = FakeWandb()
     logger = WandbLogger(cfg, tmp_path, "run-1", {"train": {"steps": 3}}, wandb=fake)
     assert fake.kwargs["mode"] == "offline" and fake.kwargs["dir"] == str(tmp_path) and fake.kwargs["id"] == "run-1"

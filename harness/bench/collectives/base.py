@@ -20,14 +20,55 @@ import torch
 import torch.distributed as dist
 
 from harness import units
-from harness.bench.base import Benchmark, BenchSpec, Case, Column, PlanEnv
-from harness.devices import DTYPES
+from harness.bench.base import Benchmark, BenchSpec, CaseSpec, GateFigure, GateValue, PlanEnv, Runnable, Where
+from harness.config.schema import BenchConfig
+from harness.config.validate import as_list, int_at_least
+from harness.display import Column
 from harness.dist import Comm, DistContext
-from harness.errors import ConfigError
+from harness.dtypes import is_floating, itemsize, torch_dtype
+from harness.errors import ConfigError, did_you_mean
+from harness.results.kinds import Metric
 
 DTYPE_CHOICES = ("float64", "float32", "bfloat16", "float16", "int32", "int64")
 REDOPS = ("sum", "max", "min", "prod", "avg")
 _TORCH_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN", "prod": "PRODUCT", "avg": "AVG"}
+
+
+@dataclass(frozen=True)
+class CollectiveOptions:
+    """bench.redop, bench.root and bench.in_place, parsed (shared by every collective)."""
+
+    redops: tuple[str, ...] = ("sum",)
+    root: int = 0
+    """Root's position in its communicator (rooted ops)."""
+    in_place: bool | str = "both"
+    """'both', True (in place only) or False (out of place only)."""
+
+
+@dataclass(frozen=True)
+class CollectiveCase(CaseSpec):
+    op: str
+    redop: str | None
+    root: int | None
+    bytes: int
+    """S as nccl-tests counts it."""
+    count: int
+    in_place: bool
+
+
+def parse_collective_options(bench: BenchConfig) -> CollectiveOptions:
+    redops = as_list(bench.redop) or []
+    for item in redops:
+        if item not in REDOPS:
+            raise ConfigError(f"bench.redop: unknown reduction {item!r}{did_you_mean(str(item), REDOPS)}; "
+                              f"choices: {', '.join(REDOPS)}")  # fmt: skip
+    if not redops:
+        raise ConfigError(f"bench.redop is empty; choices: {', '.join(REDOPS)}")
+    mode = str(bench.in_place).strip().lower()
+    in_place: bool | str = {"both": "both", "true": True, "false": False}.get(mode, "?")
+    if in_place == "?":
+        raise ConfigError(f"bench.in_place={bench.in_place!r}; choices: both, true, false")
+    return CollectiveOptions(tuple(redops), int_at_least("bench.root", bench.root, 0), in_place)
 
 
 def torch_op(redop: str) -> Any:
@@ -166,6 +207,9 @@ class CollectiveBench(Benchmark):
     """A collective op; subclasses supply the op-specific parts."""
 
     collective = True
+    identity = ("op", "dtype", "bytes", "in_place", "redop", "root", "world_size", "group_size", "group")
+    metrics = (Metric("busbw_gbps", "GB/s"), Metric("algbw_gbps", "GB/s"),
+               Metric("time_us", "us", higher_is_better=False))  # fmt: skip
     reduces = False
     rooted = False
     modes: tuple[bool, ...] = (False, True)
@@ -186,6 +230,18 @@ class CollectiveBench(Benchmark):
         Column("wrong", "#wrong"),
     )
 
+    @property
+    def option_group(self) -> str:
+        return "collectives"
+
+    @property
+    def gates(self) -> tuple[GateFigure, ...]:  # type: ignore[override]
+        return (GateFigure(f"{self.name}_busbw_gbps", "GB/s", "node", datasheet="link_gbps_half"),
+                GateFigure(f"{self.name}_world_busbw_gbps", "GB/s", "cluster"))  # fmt: skip
+
+    def parse_options(self, bench: BenchConfig) -> CollectiveOptions:
+        return parse_collective_options(bench)
+
     def count_multiple(self, group_size: int) -> int:
         """count must be a multiple of this (the ops that split a buffer per rank need the size)."""
         return 1
@@ -200,27 +256,31 @@ class CollectiveBench(Benchmark):
     def default_dtypes(self, device_type: str) -> tuple[str, ...]:
         return ("float32",)
 
-    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[dict]:
+    def plan(self, spec: BenchSpec, dtypes: tuple[str, ...], env: PlanEnv) -> list[CollectiveCase]:
+        options: CollectiveOptions = spec.options_of(self)
         group_size = env.world_size // spec.groups if env.world_size else None
         if env.world_size and group_size and group_size < self.min_ranks:
             env.note(f"{self.name}: needs at least {self.min_ranks} ranks per group; skipped with {group_size}")
             return []
-        if self.rooted and group_size is not None and spec.root >= group_size:
-            raise ConfigError(f"bench.root={spec.root} but a group has {group_size} ranks; choose 0..{group_size - 1}")
-        redops = spec.redops if self.reduces else (None,)
+        if self.rooted and group_size is not None and options.root >= group_size:
+            raise ConfigError(f"bench.root={options.root} but a group has {group_size} ranks; "
+                              f"choose 0..{group_size - 1}")  # fmt: skip
+        redops = options.redops if self.reduces else (None,)
         for redop in redops:
             if redop == "avg":
-                ints = [d for d in dtypes if not DTYPES[d][0].is_floating_point]
+                ints = [d for d in dtypes if not is_floating(d)]
                 if ints:
                     raise ConfigError(f"bench.redop=avg is not defined for {', '.join(ints)}; use a float dtype")
-        modes = [m for m in self.modes if spec.in_place in ("both", m)]
+        modes = [m for m in self.modes if options.in_place in ("both", m)]
         if not modes:
-            env.note(f"{self.name}: has no {'in-place' if spec.in_place else 'out-of-place'} form in torch; skipped")
+            env.note(f"{self.name}: has no {'in-place' if options.in_place else 'out-of-place'} form in torch; "
+                     "skipped")  # fmt: skip
             return []
-        env.require(3 * spec.max_bytes, f"bench.max_bytes={units.format_bytes(spec.max_bytes)}: {self.name}")
+        env.require(3 * spec.max_bytes, f"bench.max_bytes={units.format_bytes(spec.max_bytes)} "
+                                         f"({spec.max_bytes:,} bytes): {self.name}")  # fmt: skip
         cases = []
         for dtype in dtypes:
-            size = DTYPES[dtype][1]
+            size = itemsize(dtype)
             multiple = self.count_multiple(group_size or 1)
             for requested in message_sizes(spec.min_bytes, spec.max_bytes, spec.step_factor):
                 count = requested // size // multiple * multiple
@@ -234,29 +294,41 @@ class CollectiveBench(Benchmark):
                     )
                 for redop in redops:
                     for in_place in modes:
-                        root = spec.root if self.rooted else None
-                        cases.append({"op": self.name, "redop": redop, "root": root, "dtype": dtype,
-                                      "bytes": count * size, "count": count, "in_place": in_place})  # fmt: skip
+                        root = options.root if self.rooted else None
+                        cases.append(CollectiveCase(dtype, self.name, redop, root, count * size, count, in_place))
         return cases
 
-    def build(self, case: dict, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Case:
-        dtype = DTYPES[case["dtype"]][0]
-        op_case = OpCase(case["count"], dtype, case["in_place"], case["redop"], case["root"] or 0, comm, ctx.device)
-        if case["count"] % self.count_multiple(comm.size):
-            raise ConfigError(f"{self.name}: count {case['count']} is not a multiple of the group size {comm.size}")
+    def build(self, case: CollectiveCase, ctx: DistContext, spec: BenchSpec, comm: Comm) -> Runnable:
+        dtype = torch_dtype(case.dtype)
+        op_case = OpCase(case.count, dtype, case.in_place, case.redop, case.root or 0, comm, ctx.device)
+        if case.count % self.count_multiple(comm.size):
+            raise ConfigError(f"{self.name}: count {case.count} is not a multiple of the group size {comm.size}")
         buffers = self.build_op(op_case)
 
         def verify() -> dict:
             wrong = buffers.verify()
             return {"wrong": wrong, "passed": wrong == 0}
 
-        def figures(seconds: float) -> dict:
-            return {
-                "algbw_gbps": units.algbw_gbps(case["bytes"], seconds),
-                "busbw_gbps": units.busbw_gbps(self.name, case["bytes"], seconds, comm.size),
-            }
+        return Runnable(buffers.run, verify, buffers.output, buffers.prepare, buffers.reset)
 
-        return Case(dict(case), buffers.run, verify, buffers.output, figures, buffers.prepare, buffers.reset)
+    def figures(self, case: CollectiveCase, seconds: float, where: Where) -> dict[str, Any]:
+        return {
+            "algbw_gbps": units.algbw_gbps(case.bytes, seconds),
+            "busbw_gbps": units.busbw_gbps(self.name, case.bytes, seconds, where.group_size),
+        }
+
+    def gate_values(self, rows: list[dict], scope: str) -> list[GateValue]:
+        """Out-of-place busbw at the largest size: per group (scope node: one group per node, the
+        group's first rank places it) or for the whole job (scope world)."""
+        measured = [r for r in rows if not r.get("in_place") and r.get("busbw_gbps") is not None]
+        if not measured:
+            return []
+        largest = max(r["bytes"] for r in measured)
+        top = [r for r in measured if r["bytes"] == largest]
+        node, world = self.gates
+        if scope == "world":
+            return [GateValue(world, world.name, max(r["busbw_gbps"] for r in top))]
+        return [GateValue(node, node.name, r["busbw_gbps"], rank=r["group"] * r["group_size"]) for r in top]
 
     def summary(self, rows: list[dict]) -> dict[str, Any]:
         """nccl-tests' footer: average busbw over all sizes, and the figure at the largest size."""

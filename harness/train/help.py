@@ -1,0 +1,33 @@
+"""`harness train --help`."""
+
+from __future__ import annotations
+
+from harness.config.compose import group_options
+from harness.config.docs import describe
+from harness.config.helptext import keys_table
+from harness.config.schema import DataConfig, EngineConfig, LoggerConfig, ModelConfig, TrainConfig
+from harness.train.engines import ENGINES
+
+
+def text() -> str:
+    """Presets, engines, every train/engine/data/model/logger key, exit codes and examples."""
+    sections = [("train", TrainConfig), ("engine", EngineConfig), ("data", DataConfig), ("model", ModelConfig),
+                ("logger", LoggerConfig)]  # fmt: skip
+    keys = [(f"{prefix}.{k}", d, doc) for prefix, cls in sections for k, d, doc in describe(cls)]
+    return f"""usage: harness train [key=value ...] [-m]
+
+model presets: model={"|".join(group_options("model"))} (default tiny)
+engines:       engine={"|".join(ENGINES)} (default deepspeed)
+
+keys:
+{keys_table(keys)}
+
+exit codes: 0 ok, 1 failed, 2 bad input, 75 preempted (checkpoint saved; rerun with train.resume=auto), 130 interrupted
+
+examples:
+  harness train                                             # tiny, DeepSpeed ZeRO-1, 2 CPU ranks
+  harness train engine=ddp train.steps=30 model=small
+  harness train engine.zero_stage=3 train.dtype=bf16 train.global_batch=8
+  harness train engine=fsdp train.ckpt_every=10 train.resume=auto
+  harness train model=llama3-70b train.dry_run=true launch.nproc=1024 train.seq_len=8192 train.dtype=bfloat16
+  python -m harness.train.tokenize input.txt data.u16 && harness train data.kind=tokens data.path=data.u16"""
