@@ -37,6 +37,10 @@ def run(argv: list[str]) -> int:
             return _rerun(argv[1:])
         if argv[0] == "slurm":
             return _slurm(argv[1:])
+        group = tasks.group(argv[0])
+        if group and (len(argv) == 1 or argv[1] in ("-h", "--help", "help")):
+            display.console.print(load.hook(group[0], "help")(), markup=False)
+            return EXIT_OK if len(argv) > 1 else EXIT_BAD_INPUT
         inv = load.parse(argv)
         if inv.help:
             display.console.print(load.hook(inv.task, "help")(), markup=False)
@@ -137,9 +141,16 @@ def print_help() -> None:
     """`harness --help`: the tasks (from the registry), the common keys and the launchers."""
     sections = ("device", "seed", "launch", "results.dir", "telemetry")
     common = [r for r in describe(RunConfig) if r[0].startswith(sections)]
-    names = [*tasks.TASKS, "slurm", "rerun"]
-    width = max(len(n) for n in names) + 2
-    lines = [f"  {t.name:<{width}} {t.summary}" for t in tasks.TASKS.values()]
+    width = 10
+    lines, grouped = [], set()
+    for t in tasks.TASKS.values():
+        word = t.name.split()[0]
+        if " " not in t.name:
+            lines.append(f"  {t.name:<{width}} {t.summary}")
+        elif word not in grouped:  # a family of commands: one line, its --help lists them
+            grouped.add(word)
+            subs = "|".join(n.split()[1] for n in tasks.TASKS if n.split()[0] == word)
+            lines.append(f"  {word:<{width}} {subs}: runs read back, compared, gated (harness {word} --help)")
     lines.append(f"  {'slurm':<{width}} submit a task as a batch job, follow it, collect it (harness slurm --help)")
     lines.append(f"  {'rerun':<{width}} repeat a recorded run from its config.json (harness rerun --help)")
     display.console.print(

@@ -33,9 +33,36 @@ class Tabled(Protocol):
     columns: tuple[Column, ...]
 
 
+class _Tee:
+    """A text stream that writes to the terminal's stream and a run's console.log alike."""
+
+    def __init__(self, stream: Any, log: Any) -> None:
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
 # Logs (a batch job's output file) are not terminals: give tables room instead of rich's 80 columns.
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def log_to(log: Any | None) -> None:
+    """Copy everything the consoles print into `log` (a run's console.log), or stop (None)."""
+    console.file = _Tee(sys.stdout, log) if log is not None else sys.stdout
+    err_console.file = _Tee(sys.stderr, log) if log is not None else sys.stderr
 
 
 def _cell(column: Column, row: dict[str, Any]) -> str:
@@ -89,9 +116,12 @@ class Progress:
         return self
 
     def advance(self, done: int, total: int, bench: Tabled, rows: list[dict[str, Any]]) -> None:
+        """A line per case in a log (each row printed once: no table follows); on a terminal the
+        bar moves and the table at the end shows the rows."""
         if not self.enabled:
             return
-        progress(done, total, bench, rows)
+        if self._bar is None:
+            progress(done, total, bench, rows)
         if self._bar is not None:
             self._bar.update(self._task, completed=done, description=bench.name)
 
@@ -123,7 +153,10 @@ def summaries(by_bench: dict[str, dict[str, Any]]) -> None:
 
 
 def tables(rows_by_bench: Mapping[str, list[dict[str, Any]]], benches: Mapping[str, Tabled]) -> None:
-    """One table per benchmark with every row."""
+    """One table per benchmark with every row, on a terminal (a log got each row as a progress
+    line already)."""
+    if not console.is_terminal:
+        return
     for name, rows in rows_by_bench.items():
         bench = benches[name]
         # Columns no row fills (redop of a broadcast, efficiency without a known peak) are left out.

@@ -397,6 +397,15 @@ def split(ctx: DistContext, groups: int) -> Comm:
 # ---------------------------------------------------------------- collectives for the harness itself
 
 
+def broadcast_object(ctx: DistContext, obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (a decision only rank 0 can take)."""
+    import torch.distributed as dist
+
+    box = [obj if ctx.is_root else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gather_objects(ctx: DistContext, obj: Any) -> list[Any] | None:
     """Every rank's `obj` on rank 0 (None elsewhere)."""
     import torch.distributed as dist

@@ -67,9 +67,13 @@ class Invocation:
 def parse(argv: list[str]) -> Invocation:
     """The task (longest matching name in the registry), its positional words and overrides."""
     task, rest = tasks.find(argv)
+    if task is None and argv and tasks.group(argv[0]):
+        subs = [t.name.split(" ", 1)[1] for t in tasks.group(argv[0])]
+        word = argv[1] if len(argv) > 1 else ""
+        raise ConfigError(f"unknown command {argv[0]} {word!r}{did_you_mean(word, subs)}; choices: {', '.join(subs)}")
     if task is None:
         word = argv[0] if argv else ""
-        names = [*tasks.TASKS, "slurm", "rerun"]
+        names = [*dict.fromkeys(n.split()[0] for n in tasks.TASKS), "slurm", "rerun"]
         raise ConfigError(f"unknown task {word!r}{did_you_mean(word, names)}; choices: {', '.join(names)} "
                           "(see harness --help)")  # fmt: skip
     overrides, flags, positional = [f"task={quote(task.name)}"], [], []

@@ -11,10 +11,17 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on cluster nodes
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 
-from harness.units import COLLECTIVE_OPS
+from harness.units import COLLECTIVE_OPS, format_bytes
 
 COLLECTIVES = set(COLLECTIVE_OPS)
+
+
+def _bytes_axis(ax: Any) -> None:
+    """A log2 axis of byte sizes that reads 1K, 1M, 1G (binary, as the sizes were asked for)."""
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: format_bytes(int(value)) if value >= 1 else ""))
 
 
 def _png(fig: Any) -> bytes:
@@ -28,6 +35,7 @@ def _png(fig: Any) -> bytes:
 def busbw_plot(rows_by_bench: dict[str, list[dict]]) -> bytes | None:
     series: dict[str, list[tuple[int, float]]] = {}
     dashed: set[str] = set()
+    ops, worlds, dtypes = set(), set(), set()
     for name, rows in rows_by_bench.items():
         if name not in COLLECTIVES:
             continue
@@ -38,6 +46,9 @@ def busbw_plot(rows_by_bench: dict[str, list[dict]]) -> bytes | None:
             label += " in-place" if row["in_place"] else ""
             label += f" g{row['group']}" if row.get("group") else ""
             series.setdefault(label, []).append((row["bytes"], row["busbw_gbps"]))
+            ops.add(name)
+            worlds.add(row.get("group_size") or row.get("world_size"))
+            dtypes.add(row["dtype"])
             if row["in_place"]:
                 dashed.add(label)
     if not series:
@@ -47,10 +58,12 @@ def busbw_plot(rows_by_bench: dict[str, list[dict]]) -> bytes | None:
         points.sort()
         style = "--" if label in dashed else "-"
         ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", markersize=3, label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("message size (bytes)")
+    _bytes_axis(ax)
+    ax.set_xlabel("message size (bytes, binary multiples)")
     ax.set_ylabel("bus bandwidth (GB/s)")
-    ax.set_title("Collectives: busbw against message size")
+    ranks = ", ".join(str(w) for w in sorted(w for w in worlds if w))
+    ax.set_title(f"{', '.join(sorted(ops))}: bus bandwidth against message size\n"
+                 f"{ranks} ranks per communicator, {', '.join(sorted(dtypes))}")  # fmt: skip
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     return _png(fig)
@@ -67,11 +80,16 @@ def gemm_plot(rows: list[dict]) -> bytes | None:
         # A node is as fast as its slowest GPU: plot each shape's slowest rank.
         values = [min((r["tflops"] or 0 for r in rows if r["dtype"] == dtype and r["shape"] == s), default=0)
                   for s in shapes]  # fmt: skip
-        ax.bar([x + i * width for x in range(len(shapes))], values, width, label=dtype)
+        bars = ax.bar([x + i * width for x in range(len(shapes))], values, width, label=dtype)
+        peak = next((r.get("peak_tflops") for r in rows if r["dtype"] == dtype and r.get("peak_tflops")), None)
+        if peak:  # the datasheet peak of this dtype, in the bars' colour
+            ax.axhline(peak, color=bars.patches[0].get_facecolor(), linestyle="--", linewidth=1,
+                       label=f"{dtype} datasheet peak {peak:g}")  # fmt: skip
     ax.set_xticks([x + width * (len(dtypes) - 1) / 2 for x in range(len(shapes))], shapes, rotation=45, ha="right")
+    ax.set_xlabel("matmul shape m×n×k")
     ax.set_ylabel("TFLOP/s (slowest rank)")
-    ax.set_title("gemm: TFLOP/s per shape and dtype")
-    ax.legend()
+    ax.set_title("GEMM throughput per shape and dtype (a node is as fast as its slowest GPU)")
+    ax.legend(fontsize=8)
     return _png(fig)
 
 
@@ -109,7 +127,7 @@ minutes): the figures are drawn sorted instead, with the flagged ones marked and
 MAX_NAMED = 20
 
 
-def figure_bars(metric: str, unit: str, bars: list[tuple[str, float, bool]], lines: dict[str, float]) -> bytes:
+def figure_bars(title: str, unit: str, bars: list[tuple[str, float, bool]], lines: dict[str, float]) -> bytes:
     """One bar per GPU or node (red when flagged) with the gate's lines drawn across
     (e.g. {'threshold': 741.8, 'outlier limit': 700.1}): acceptance's per-GPU/per-node view.
     Past MAX_BARS, the values sorted from lowest, at a fixed size, flagged ones red and named."""
@@ -132,7 +150,7 @@ def figure_bars(metric: str, unit: str, bars: list[tuple[str, float, bool]], lin
     for (label, value), style in zip(lines.items(), ("-", "--", ":"), strict=False):
         ax.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{label} {value:.4g}")
     ax.set_ylabel(unit)
-    ax.set_title(metric)
+    ax.set_title(title)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     return _png(fig)

@@ -133,9 +133,17 @@ def run_here(job: Job) -> int:
         if task.records:
             record = _create_record(job, "local", world_size=1)
         outcome = hook(task, "run")(job, None, record)
+    except ConfigError as exc:  # found only while running (a run directory that turned out damaged)
+        outcome = Outcome("failed", str(exc), EXIT_BAD_INPUT)
     except BaseException as exc:
         outcome = _failure(None, job, exc)
     _ignore_signals()
+    if record is None:  # a command that keeps no record: what it shows, or its one error line
+        if outcome.show:
+            outcome.show()
+        if outcome.status != "ok":
+            display.error_line(outcome.error or outcome.status)
+        return outcome.code
     _close(record, outcome, show_path=True)
     return outcome.code
 
@@ -173,6 +181,7 @@ def _create_record(job: Job, launcher: str, world_size: int) -> RunRecord:
                               sweep_id=job.sweep_id)  # fmt: skip
     if not (record.path / JOB_FILE).exists():  # under an external launcher, rank 0 writes it
         job.write(record.path)
+    display.log_to(record.console_log())
     return record
 
 
@@ -245,10 +254,12 @@ def _close(record: RunRecord | None, outcome: Outcome, *, show_path: bool) -> No
     """Rank 0: the final manifest, then what the task shows, then the results line."""
     if record is None:
         return
-    record.finish(outcome.status, outcome.error, exit_code=outcome.code, reason=outcome.reason)
+    # What the task shows goes into console.log too; then the record is final and read-only.
     if outcome.show:
         outcome.show()
     if outcome.status != "ok":
         display.error_line(f"run {outcome.status}: {outcome.error}")
+    display.log_to(None)
+    record.finish(outcome.status, outcome.error, exit_code=outcome.code, reason=outcome.reason)
     if show_path:  # the local launcher prints it after its ranks end
         display.console.print(f"results: {record.path}")

@@ -57,7 +57,7 @@ class Task:
 
 
 _BENCH = ("bench", "telemetry", "fault")
-_TRAIN = ("model", "engine", "data", "train", "logger")
+_TRAIN = ("model", "engine", "data", "train", "logger", "parallel", "cluster", "hardware")
 _RESULTS = ("results",)
 
 TASKS: dict[str, Task] = {
@@ -70,8 +70,21 @@ TASKS: dict[str, Task] = {
              _TRAIN, "harness.train.task:validate", "harness.train.task:run", "harness.train.help:text",
              "train.sbatch"),
         Task("accept", "hardware acceptance: health checks, benchmarks on every GPU, pass/fail gates (--help)",
-             (*_BENCH, "hardware", "site", "accept"), "harness.accept.task:validate",
+             (*_BENCH, "hardware", "site", "accept", "cluster"), "harness.accept.task:validate",
              "harness.accept.task:run", "harness.accept.help:text", "accept.sbatch"),
+        *(Task(f"results {name}", summary, (), f"harness.catalog.{module}:validate_{name}",
+               f"harness.catalog.{module}:run_{name}", "harness.catalog.help:text", ranks=False,
+               records=name in ("compare", "regress", "trend"), positional=positional)
+          for name, module, positional, summary in (
+              ("list", "task", None, "one line per run under results.dir: id, task, time, status, hosts, headline"),
+              ("show", "task", "runs", "a run's manifest summary, tables and plots"),
+              ("compare", "analysis", "runs", "runs side by side: rows matched by identity, ratios beyond noise"),
+              ("baseline", "task", "runs", "name a run the baseline of a system or partition (results.name=)"),
+              ("regress", "analysis", "runs", "a run against its baseline (results.baseline=): exit 1 if worse"),
+              ("query", "task", "sql", "SQL (DuckDB) over the runs in place: views runs and rows"),
+              ("export", "analysis", "runs", "runs as csv, prometheus or mllog on standard output"),
+              ("trend", "analysis", None, "a metric against time per host or GPU (results.metric=)"),
+          )),
     )
 }  # fmt: skip
 """Every task, by name."""
@@ -84,6 +97,11 @@ def find(words: list[str]) -> tuple[Task | None, list[str]]:
         if task is not None:
             return task, words[n:]
     return None, words
+
+
+def group(word: str) -> list[Task]:
+    """The tasks whose name starts with `word` and another word ('results' -> results list, ...)."""
+    return [t for name, t in TASKS.items() if name.startswith(f"{word} ")]
 
 
 def register(task: Task) -> None:

@@ -93,6 +93,8 @@ class Figure:
     declared: GateFigure | None = None
     """The plug-in's declaration: threshold key, datasheet base, direction."""
     dtype: str | None = None
+    attempts: tuple[float, ...] = ()
+    """Every measured value when the subject was re-tested (the last one is `value`)."""
 
 
 def place(value: GateValue, devices: dict[int, dict], device_type: str) -> Figure:
@@ -109,10 +111,18 @@ def place(value: GateValue, devices: dict[int, dict], device_type: str) -> Figur
 
 
 def outlier_limits(values: np.ndarray, k: float, min_rel: float) -> tuple[float, float]:
-    """(median, the figure below which a peer is an outlier); vectorised, O(n)."""
+    """(median, the figure below which a peer is an outlier, never below 0); vectorised, O(n)."""
     median = float(np.median(values))
     mad = float(np.median(np.abs(values - median))) * MAD_SCALE
-    return median, median - max(k * mad, min_rel * abs(median))
+    return median, max(0.0, median - max(k * mad, min_rel * abs(median)))
+
+
+def too_few_peers(figures: list[Figure], min_peers: int) -> list[str]:
+    """The metrics with fewer subjects than a peer comparison needs, as 'metric (n < min)'."""
+    counts: dict[str, int] = defaultdict(int)
+    for f in figures:
+        counts[f.metric] += 1
+    return [f"{metric} ({n} < {min_peers})" for metric, n in counts.items() if n < min_peers]
 
 
 def declaration(metric: str) -> tuple[GateFigure | None, str | None]:
@@ -127,6 +137,12 @@ def declaration(metric: str) -> tuple[GateFigure | None, str | None]:
         if metric.endswith(suffix) and dtype in SIZES:
             return declared, dtype
     return None, None
+
+
+def title_of(metric: str) -> str:
+    """A human title for a gate metric's plot (its declaration's), else the metric's name."""
+    declared, dtype = declaration(metric)
+    return declared.title.format(dtype=dtype) if declared and declared.title else metric.replace("_", " ")
 
 
 def _base(f: Figure, profile: Profile) -> tuple[str, float | None, str]:
@@ -152,14 +168,15 @@ def _reference(site: dict[str, Any], partition: str, metric: str) -> dict[str, A
     return None
 
 
-def _threshold(f: Figure, profile: Profile, median: float, peers: int, where: dict[str, Any]) -> Check:
+def _threshold(f: Figure, profile: Profile, median: float, peers: int, min_peers: int,
+               where: dict[str, Any]) -> Check:  # fmt: skip
     key, base, what = _base(f, profile)
     fraction = profile.thresholds.get(key)
     if fraction is None:
         return Check(f.metric, status="n/a", reason=f"no threshold for {key} in hardware={profile.name}", **where)
-    if profile.relative and peers < 2:
-        return Check(f.metric, status="n/a", reason=f"hardware={profile.name} judges against peers; this "
-                     f"{f.scope} has none", **where)  # fmt: skip
+    if profile.relative and peers < min_peers:
+        return Check(f.metric, status="n/a", reason=f"hardware={profile.name} judges against peers: not gated by "
+                     f"peers ({peers} < {min_peers})", **where)  # fmt: skip
     against, label = (median, "the peers' median") if profile.relative else (base, what)
     if against is None:
         return Check(f.metric, status="n/a", reason=f"hardware={profile.name} has no {what}", **where)
@@ -189,8 +206,9 @@ def _outlier(f: Figure, median: float, limit: float, where: dict[str, Any]) -> C
 
 
 def judge(figures: list[Figure], profile: Profile, *, site: dict[str, Any], partition: str, outlier_mad: float,
-          outlier_min_rel: float) -> list[Check]:  # fmt: skip
-    """Threshold, reference and outlier checks for every figure."""
+          outlier_min_rel: float, min_peers: int = 3) -> list[Check]:  # fmt: skip
+    """Threshold, reference and outlier checks for every figure. A peer comparison (outliers,
+    relative thresholds) needs `min_peers` subjects: two ranks cannot say which one is slow."""
     checks: list[Check] = []
     by_metric: dict[str, list[Figure]] = defaultdict(list)
     for f in figures:
@@ -202,11 +220,19 @@ def judge(figures: list[Figure], profile: Profile, *, site: dict[str, Any], part
             where = {"scope": f.scope, "subject": f.subject, "host": f.host, "rank": f.rank,
                      "local_index": f.local_index, "uuid": f.uuid, "unit": f.unit, "value": f.value,
                      "peers_median": median}  # fmt: skip
-            checks.append(_threshold(f, profile, median, len(group), where))
+            mine = [_threshold(f, profile, median, len(group), min_peers, where)]
             if ref is not None:
-                checks.append(_against_reference(f, ref, where))
-            if len(group) >= 2:  # one figure has no peers
-                checks.append(_outlier(f, median, limit, where))
+                mine.append(_against_reference(f, ref, where))
+            if len(group) >= min_peers:
+                mine.append(_outlier(f, median, limit, where))
+            elif len(group) >= 2:  # one figure has no peers at all: no outlier check to list
+                reason = f"not gated by peers ({len(group)} < {min_peers})"
+                mine.append(Check(f"{f.metric}_outlier", status="n/a", reason=reason, **where))
+            if len(f.attempts) > 1:  # a re-tested subject: say what each attempt measured
+                tried = ", then ".join(f"{v:.4g}" for v in f.attempts)
+                for check in mine:
+                    check.reason += f" (re-tested: {tried} {f.unit})"
+            checks.extend(mine)
     return checks
 
 

@@ -99,16 +99,29 @@ def collect(device: torch.device, *, host: str, rank: int, local_rank: int, uuid
     return facts
 
 
-def _gpu_checks(f: dict[str, Any], known_bad: dict[str, str]) -> list[Check]:
+GPU_HEALTH = ("ecc", "remapped_rows", "pcie_link", "throttle", "persistence")
+HEALTH_MODES = ("on", "skip")
+
+
+def _gpu_checks(f: dict[str, Any], known_bad: dict[str, str], health: str = "on") -> list[Check]:
     place = where(f, f["rank"], "cuda")
     out: list[Check] = []
 
     def add(name: str, status: str, reason: str, value: Any = None) -> None:
         out.append(Check(name, status=status, reason=reason, value=value, **place))
 
+    if health == "skip":
+        for name in GPU_HEALTH:
+            add(name, "n/a", "not checked: accept.health=skip")
+        return out
     if not f.get("nvml"):
-        for name in ("ecc", "remapped_rows", "pcie_link", "throttle", "persistence"):
-            add(name, "n/a", f"NVML not available ({f.get('nvml_error', 'unknown')})")
+        # A GPU whose health cannot be read must not pass as healthy: the run fails here unless
+        # the admin says accept.health=skip.
+        add("nvml", "fail", f"NVML failed ({f.get('nvml_error', 'unknown')}): ECC, remapped rows, PCIe, throttle "
+            "and persistence cannot be checked; install nvidia-ml-py and make the driver's libnvidia-ml.so.1 "
+            "visible, or set accept.health=skip")  # fmt: skip
+        for name in GPU_HEALTH:
+            add(name, "n/a", "NVML not available")
         return out
     uuid = f.get("uuid")
     if uuid in known_bad:
@@ -192,11 +205,11 @@ def _node_checks(by_host: dict[str, list[dict]], gpus_per_node: int | None, core
         source = "expected (accept.cores_per_node)" if cores_per_node else "on the largest node of this run"
         status = "pass" if cores >= want else "fail"
         out.append(Check("cpu_cores", status=status, reason=f"{cores} cores, {want} {source}", value=cores,
-                         threshold=want, **where))  # fmt: skip
+                         threshold=want, unit="cores", **where))  # fmt: skip
         mem = facts[0]["memory_bytes"]
         status = "pass" if mem >= 0.95 * max_mem else "warn"
         reason = f"{mem / 2**30:.1f} GiB of {max_mem / 2**30:.1f} GiB (largest node)"
-        out.append(Check("memory", status=status, reason=reason, value=mem, **where))
+        out.append(Check("memory", status=status, reason=reason, value=mem, unit="B", **where))
     return out
 
 
@@ -220,13 +233,13 @@ def _cluster_checks(facts: list[dict]) -> list[Check]:
 
 
 def evaluate(facts: list[dict], *, gpus_per_node: int | None = None, cores_per_node: int | None = None,
-             known_bad: dict[str, str] | None = None) -> list[Check]:  # fmt: skip
-    """Every health check from every rank's facts."""
+             known_bad: dict[str, str] | None = None, health: str = "on") -> list[Check]:  # fmt: skip
+    """Every health check from every rank's facts (`health`: on, or skip the GPU checks)."""
     by_host: dict[str, list[dict]] = defaultdict(list)
     for f in sorted(facts, key=lambda f: f["rank"]):
         by_host[f["host"]].append(f)
     checks = _node_checks(by_host, gpus_per_node, cores_per_node)
     for f in facts:
         if f["device_type"] == "cuda":
-            checks += _gpu_checks(f, known_bad or {})
+            checks += _gpu_checks(f, known_bad or {}, health)
     return checks + _cluster_checks(facts)

@@ -9,12 +9,14 @@ import html
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
 from harness import display, plots
+from harness.accept import gates
 from harness.accept.checks import STATUSES, Check
 from harness.dist import compress_hostlist
 
@@ -59,12 +61,22 @@ def scorecard_rows(checks: list[Check]) -> list[dict[str, Any]]:
     rows = []
     for name, group in by_name.items():
         counts = Counter(c.status for c in group)
-        worst = next((c for s in ("fail", "warn", "n/a", "pass") for c in group if c.status == s), group[0])
+        worst = _worst(group)
         status = "fail" if counts["fail"] else "warn" if counts["warn"] else "pass" if counts["pass"] else "n/a"
         rows.append({"check": name, "scope": group[0].scope, "status": status, **{s: counts[s] for s in STATUSES},
                      "detail": f"{worst.subject}: {worst.reason}"})  # fmt: skip
     order = {"fail": 0, "warn": 1, "pass": 2, "n/a": 3}
     return sorted(rows, key=lambda r: (order[r["status"]], r["check"]))
+
+
+def _worst(group: list[Check]) -> Check:
+    """The subject that did worst: the worst status first, then (for figures) the lowest value."""
+    for status in ("fail", "warn", "pass", "n/a"):
+        same = [c for c in group if c.status == status]
+        if same:
+            numbers = [c for c in same if isinstance(c.value, int | float) and not isinstance(c.value, bool)]
+            return min(numbers, key=lambda c: c.value) if numbers and same[0].unit else same[0]
+    return group[0]
 
 
 def node_rows(checks: list[Check]) -> list[dict[str, Any]]:
@@ -77,9 +89,11 @@ def node_rows(checks: list[Check]) -> list[dict[str, Any]]:
             for h, n in sorted(by_host.items())]  # fmt: skip
 
 
-def console(checks: list[Check], verdict: str, exclude: str, drains: list[str]) -> None:
+def console(checks: list[Check], verdict: str, exclude: str, drains: list[str], banners: Sequence[str] = ()) -> None:
+    for banner in banners:
+        display.console.print(f"[bold yellow]NOTE[/] {escape(banner)}")
     table = Table(title="acceptance scorecard", title_justify="left")
-    for column in ("check", "scope", "status", "pass", "warn", "fail", "n/a", "worst"):
+    for column in ("check", "scope", "status", "pass", "warn", "fail", "n/a", "worst subject"):
         table.add_column(column)
     for r in scorecard_rows(checks):
         colour = COLOURS[r["status"]]
@@ -97,16 +111,18 @@ def console(checks: list[Check], verdict: str, exclude: str, drains: list[str]) 
     display.console.print(f"[bold {colour}]acceptance: {verdict.upper()}[/]")
 
 
-def markdown(checks: list[Check], verdict: str, meta: dict[str, Any], exclude: str, drains: list[str]) -> str:
-    out = [f"# Acceptance: {verdict.upper()}", "", *(f"- {k}: {v}" for k, v in meta.items()), ""]
+def markdown(checks: list[Check], verdict: str, meta: dict[str, Any], exclude: str, drains: list[str],
+             banners: Sequence[str] = ()) -> str:  # fmt: skip
+    out = [f"# Acceptance: {verdict.upper()}", "", *(f"> **Note:** {b}" for b in banners), *([""] if banners else []),
+           *(f"- {k}: {v}" for k, v in meta.items()), ""]  # fmt: skip
     if flagged(checks):
         out += ["## Flagged", "", "| subject | uuid | check | value | peers' median | threshold | reason |",
                 "|---|---|---|---|---|---|---|"]  # fmt: skip
         for c in flagged(checks):
-            out.append(f"| {c.subject} | {c.uuid or ''} | {c.name} | {_fmt(c.value)} | {_fmt(c.peers_median)} | "
-                       f"{_fmt(c.threshold)} | {c.reason} |")  # fmt: skip
+            out.append(f"| {c.subject} | {c.uuid or ''} | {c.name} | {_fmt(c.value, c.unit)} | "
+                       f"{_fmt(c.peers_median, c.unit)} | {_fmt(c.threshold, c.unit)} | {c.reason} |")  # fmt: skip
         out += ["", f"exclude.txt: `{exclude}`", "", "```", *drains, "```", ""]
-    out += ["## Scorecard", "", "| check | scope | status | pass | warn | fail | n/a | worst |",
+    out += ["## Scorecard", "", "| check | scope | status | pass | warn | fail | n/a | worst subject |",
             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in scorecard_rows(checks):
         out.append(f"| {r['check']} | {r['scope']} | {r['status'].upper()} | "
@@ -117,8 +133,16 @@ def markdown(checks: list[Check], verdict: str, meta: dict[str, Any], exclude: s
     return "\n".join(out) + "\n"
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value)
+def _fmt(value: Any, unit: str = "") -> str:
+    """A value as people read it: with its unit, bytes as GiB, large counts with separators."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if unit in ("B", "bytes"):
+        return f"{value / 2**30:,.1f} GiB"
+    text = f"{value:,.4g}" if isinstance(value, float) else f"{value:,}"
+    return f"{text} {unit}" if unit else text
 
 
 def junit(checks: list[Check], run_id: str) -> bytes:
@@ -144,7 +168,8 @@ def junit(checks: list[Check], run_id: str) -> bytes:
 def bar_plots(checks: list[Check]) -> dict[str, bytes]:
     """Per-GPU and per-node bars of every gated figure, with threshold and outlier limit drawn."""
     out = {}
-    gated = [c for c in checks if c.value is not None and isinstance(c.value, int | float) and c.unit]
+    gated = [c for c in checks if isinstance(c.value, int | float) and c.unit
+             and gates.declaration(c.name.removesuffix("_outlier").removesuffix("_reference"))[0]]  # fmt: skip
     for metric in dict.fromkeys(c.name for c in gated if not c.name.endswith(("_outlier", "_reference"))):
         mine = [c for c in gated if c.name == metric]
         bad = {c.subject for c in flagged(checks) if c.name.startswith(metric)}
@@ -153,10 +178,10 @@ def bar_plots(checks: list[Check]) -> dict[str, bytes]:
         thresholds = {c.threshold for c in mine if c.threshold is not None}
         if len(thresholds) == 1:
             lines["threshold"] = thresholds.pop()
-        limits = {c.threshold for c in gated if c.name == f"{metric}_outlier"}
+        limits = {c.threshold for c in gated if c.name == f"{metric}_outlier" and c.threshold is not None}
         if len(limits) == 1:
             lines["outlier limit"] = limits.pop()
-        out[f"{metric}.png"] = plots.figure_bars(metric, mine[0].unit, bars, lines)
+        out[f"{metric}.png"] = plots.figure_bars(gates.title_of(metric), mine[0].unit, bars, lines)
     return out
 
 
@@ -172,27 +197,29 @@ def _table(headers: list[str], rows: list[list[str]], statuses: list[str] | None
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}h1.pass{color:#1e8449}h1.fail{color:#c0392b}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 tr.fail td{background:#fadbd8}tr.warn td{background:#fcf3cf}tr.pass td{background:#e9f7ef}tr.na td{color:#888}
-img{max-width:100%;border:1px solid #eee;margin:0.5em 0}code{background:#f4f4f4;padding:2px 4px}"""
+img{max-width:100%;border:1px solid #eee;margin:0.5em 0}code{background:#f4f4f4;padding:2px 4px}
+p.note{background:#fcf3cf;border-left:4px solid #d4ac0d;padding:6px 10px}"""
 
 
 def html_report(checks: list[Check], verdict: str, meta: dict[str, Any], exclude: str, drains: list[str],
-                images: dict[str, bytes]) -> str:  # fmt: skip
-    """One self-contained page: verdict, flagged items first, scorecard, nodes, plots, every check."""
+                images: dict[str, bytes], banners: Sequence[str] = ()) -> str:  # fmt: skip
+    """One self-contained page: verdict, notes, flagged items first, scorecard, nodes, plots, every check."""
     parts = [
         f'<h1 class="{verdict}" id="verdict">Acceptance: {verdict.upper()}</h1>',
+        *(f'<p class="note" id="note-{i}"><b>Note:</b> {html.escape(b)}</p>' for i, b in enumerate(banners)),
         "<ul>" + "".join(f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in meta.items()) + "</ul>",
     ]
     bad = flagged(checks)
     if bad:
         parts.append('<h2 id="flagged">Flagged</h2>')
         parts.append(_table(["subject", "uuid", "check", "value", "peers' median", "threshold", "reason"],
-                            [[c.subject, c.uuid or "", c.name, _fmt(c.value), _fmt(c.peers_median), _fmt(c.threshold),
-                              c.reason] for c in bad], ["fail"] * len(bad)))  # fmt: skip
+                            [[c.subject, c.uuid or "", c.name, _fmt(c.value, c.unit), _fmt(c.peers_median, c.unit),
+                              _fmt(c.threshold, c.unit), c.reason] for c in bad], ["fail"] * len(bad)))  # fmt: skip
         parts.append(f"<p>exclude.txt: <code>{html.escape(exclude)}</code></p>")
         parts.append(f"<pre>{html.escape(chr(10).join(drains))}</pre>")
     score = scorecard_rows(checks)
     parts.append('<h2>Scorecard</h2><div id="scorecard">')
-    parts.append(_table(["check", "scope", "status", *STATUSES, "worst"],
+    parts.append(_table(["check", "scope", "status", *STATUSES, "worst subject"],
                         [[r["check"], r["scope"], r["status"].upper(), *(r[s] for s in STATUSES), r["detail"]]
                          for r in score], [r["status"] for r in score]))  # fmt: skip
     parts.append("</div><h2>Nodes</h2>")
@@ -206,7 +233,8 @@ def html_report(checks: list[Check], verdict: str, meta: dict[str, Any], exclude
             parts.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></figure>')
     parts.append("<h2>Every check</h2>")
     parts.append(_table(["subject", "check", "status", "value", "threshold", "reason"],
-                        [[c.subject, c.name, c.status, _fmt(c.value), _fmt(c.threshold), c.reason] for c in checks],
+                        [[c.subject, c.name, c.status, _fmt(c.value, c.unit), _fmt(c.threshold, c.unit), c.reason]
+                         for c in checks],
                         [c.status for c in checks]))  # fmt: skip
     title = f"harness accept: {verdict}"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style>'

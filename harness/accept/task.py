@@ -23,7 +23,7 @@ from harness.accept.checks import STATUSES, Check, verdict
 from harness.bench import gemm, ranks
 from harness.bench.base import Benchmark, BenchSpec, PlanEnv
 from harness.bench.collectives.base import CollectiveOptions
-from harness.bench.driver import Fault, plan_suite, run_suite
+from harness.bench.driver import Fault, SuitePlan, plan_suite, run_suite
 from harness.bench.gemm import GemmOptions
 from harness.bench.spec import bench_spec
 from harness.config.job import Job
@@ -67,6 +67,9 @@ class AcceptPlan:
     injected: dict[str, Any]
     """Faults a test planted (recorded in the manifest; such runs never feed the GPU history)."""
     telemetry_interval_s: float | None
+    retries: int = 1
+    min_peers: int = 3
+    health: str = "on"
 
 
 def _check_options(a: AcceptConfig) -> None:
@@ -77,6 +80,10 @@ def _check_options(a: AcceptConfig) -> None:
     for key in ("gpus_per_node", "cores_per_node"):
         if getattr(a, key) is not None:
             int_at_least(f"accept.{key}", getattr(a, key), 1)
+    int_at_least("accept.retries", a.retries, 0, 5)
+    int_at_least("accept.min_peers", a.min_peers, 2)
+    if a.health not in health.HEALTH_MODES:
+        raise ConfigError(f"accept.health={a.health!r}; choices: {', '.join(health.HEALTH_MODES)}")
 
 
 def validate(job: Job) -> AcceptPlan:
@@ -111,6 +118,7 @@ def validate(job: Job) -> AcceptPlan:
         cores_per_node=a.cores_per_node, partition=str(a.partition or dist.slurm_partition() or "*"),
         fault=ranks.fault_of(cfg, job.world_size), injected=injected,
         telemetry_interval_s=cfg.telemetry.interval_ms / 1000 if cfg.telemetry.enabled else None,
+        retries=a.retries, min_peers=a.min_peers, health=a.health,
     )  # fmt: skip
     env = PlanEnv(device_type=device_type, free_memory_bytes=devices.free_memory_bytes(device_type), device_name=name)
     for stage in stages(plan, nodes=1, per_node=1):
@@ -157,9 +165,12 @@ def known_bad(results_dir: str) -> dict[str, str]:
 
 @dataclass
 class Measured:
-    """What the stages measured (rank 0): the rows of each stage and plug-in, in order."""
+    """What the stages measured (rank 0): the rows of each stage, plug-in and attempt, in order,
+    and the figures of re-tested subjects on each later attempt."""
 
     parts: list[tuple[Stage, Benchmark, list[dict]]] = dataclasses.field(default_factory=list)
+    retested: dict[tuple[str, str], list[float]] = dataclasses.field(default_factory=dict)
+    """(metric, subject) -> its value on every attempt."""
 
     def by_bench(self) -> dict[str, list[dict]]:
         out: dict[str, list[dict]] = {}
@@ -172,13 +183,14 @@ class Measured:
 
 
 def run(job: Job, ctx: dist.DistContext, record: RunRecord | None) -> Outcome:
-    """Health, stages and (rank 0) the verdict."""
+    """Health, stages (re-tested where they failed) and (rank 0) the verdict."""
     plan: AcceptPlan = job.plan
     nodes, per_node = ranks.node_count(ctx), max(1, ctx.launch.local_world_size)
     uuid = devices.gpu_uuid(ctx.device) if ctx.device.type == "cuda" else None
     facts = health.collect(ctx.device, host=dist.host_name(), rank=ctx.rank, local_rank=ctx.launch.local_rank,
                            uuid=uuid)  # fmt: skip
     all_facts = dist.gather_objects(ctx, facts)
+    by_rank = {f["rank"]: f for f in all_facts or []}
     if record:
         record.update(accept={"profile": plan.profile.name, "partition": plan.partition, "nodes": nodes,
                               "fault_injection": plan.injected or None})  # fmt: skip
@@ -186,16 +198,41 @@ def run(job: Job, ctx: dist.DistContext, record: RunRecord | None) -> Outcome:
             display.note(f"FAULT INJECTION ON (testing only): {plan.injected}")
     env = ranks.plan_env(ctx, nodes=nodes)
     suites = [(stage, plan_suite(stage.names, stage.spec, env)) for stage in stages(plan, nodes, per_node)]
-    measured = Measured()
-    tele, tele_note = ranks.telemetry_for(plan.telemetry_interval_s, ctx)
+    _, tele_note = ranks.telemetry_for(plan.telemetry_interval_s, ctx)
     notes = [n for _, suite in suites for n in suite.notes] + ([tele_note] if tele_note else [])
     if plan.injected:
         notes.append(f"fault injection on: {plan.injected}")
     if record:
         record.update(notes=list(dict.fromkeys(notes)))
-    with display.Progress(sum(p.total for _, p in suites), enabled=ctx.is_root) as progress:
+    measured = Measured()
+    _measure(suites, range(len(suites)), 1, ctx, plan, record, measured)
+    for attempt in range(2, plan.retries + 2):
+        # Rank 0 alone judges; every rank learns which stages run again.
+        site = dict(job.config.site.references)
+        retest = _failing(measured, suites, by_rank, ctx.device.type, plan, site) if ctx.is_root else None
+        retest = dist.broadcast_object(ctx, retest)
+        if not retest:
+            break
+        if ctx.is_root:
+            display.note(f"re-testing {', '.join(sorted(retest['subjects']))} (attempt {attempt}): "
+                         f"{', '.join(retest['metrics'])} failed")  # fmt: skip
+        before = len(measured.parts)
+        _measure(suites, retest["stages"], attempt, ctx, plan, record, measured)
+        if ctx.is_root:
+            _record_retest(measured, measured.parts[before:], retest, by_rank, ctx.device.type, attempt)
+    if not record:
+        return Outcome()
+    return _conclude(job, ctx, record, all_facts or [], measured, nodes)
+
+
+def _measure(suites: list[tuple[Stage, SuitePlan]], which: Any, attempt: int, ctx: dist.DistContext,
+             plan: AcceptPlan, record: RunRecord | None, measured: Measured) -> None:  # fmt: skip
+    """Run the stages `which` (indices into suites) on every rank; rank 0 keeps the rows."""
+    chosen = [suites[i] for i in which]
+    tele, _ = ranks.telemetry_for(plan.telemetry_interval_s, ctx)
+    with display.Progress(sum(p.total for _, p in chosen), enabled=ctx.is_root) as progress:
         offset = 0
-        for stage, suite in suites:
+        for stage, suite in chosen:
 
             def on_rows(bench: Benchmark, new: list[dict], stage: Stage = stage) -> None:
                 measured.parts.append((stage, bench, new))
@@ -205,12 +242,51 @@ def run(job: Job, ctx: dist.DistContext, record: RunRecord | None) -> Outcome:
             def advance(done: int, total: int, bench: Any, new: list[dict], offset: int = offset) -> None:
                 progress.advance(offset + done, progress.total, bench, new)
 
-            run_suite(suite, ctx, fault=plan.fault, tele=tele, labels={"stage": stage.name}, on_rows=on_rows,
-                      on_progress=advance, device_name=devices.device_name(ctx.device.type))  # fmt: skip
+            labels = {"stage": stage.name, **({"attempt": attempt} if attempt > 1 else {})}
+            run_suite(suite, ctx, fault=plan.fault if attempt == 1 else Fault(slow_rank=plan.fault.slow_rank,
+                                                                             slow_factor=plan.fault.slow_factor),
+                      tele=tele, labels=labels, on_rows=on_rows, on_progress=advance,
+                      device_name=devices.device_name(ctx.device.type))  # fmt: skip
             offset += suite.total
-    if not record:
-        return Outcome()
-    return _conclude(job, ctx, record, all_facts or [], measured, nodes)
+
+
+def _performance(checks: list[Check]) -> list[Check]:
+    """Failed threshold, reference and outlier checks: what a re-test may clear."""
+    return [c for c in checks if c.status == "fail" and c.scope in ("gpu", "rank", "node")]
+
+
+def _judged(measured: Measured, by_rank: dict[int, dict], device_type: str, plan: AcceptPlan,
+            site: dict[str, Any]) -> tuple[list[gates.Figure], list[Check]]:  # fmt: skip
+    figures = [f for _, f in _figures(measured, by_rank, device_type)]
+    checks = gates.judge(figures, plan.profile, site=site, partition=plan.partition, outlier_mad=plan.outlier_mad,
+                         outlier_min_rel=plan.outlier_min_rel, min_peers=plan.min_peers)  # fmt: skip
+    return figures, checks
+
+
+def _failing(measured: Measured, suites: list[tuple[Stage, SuitePlan]], by_rank: dict[int, dict],
+             device_type: str, plan: AcceptPlan, site: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
+    """The stages to run again: those whose figures failed a gate, with the failing subjects."""
+    failed = _performance(_judged(measured, by_rank, device_type, plan, site)[1])
+    if not failed:
+        return None
+    stages_run = [stage for stage, _ in suites]
+    stage_of = {f.metric: stages_run.index(stage) for stage, f in _figures(measured, by_rank, device_type)}
+    metrics = sorted({c.name.removesuffix("_outlier").removesuffix("_reference") for c in failed})
+    return {"stages": sorted({stage_of[m] for m in metrics if m in stage_of}), "metrics": metrics,
+            "subjects": sorted({c.subject for c in failed}),
+            "pairs": sorted({(c.name.removesuffix("_outlier").removesuffix("_reference"), c.subject)
+                             for c in failed})}  # fmt: skip
+
+
+def _record_retest(measured: Measured, new_parts: list[tuple[Stage, Benchmark, list[dict]]], retest: dict[str, Any],
+                   by_rank: dict[int, dict], device_type: str, attempt: int) -> None:  # fmt: skip
+    """Keep each failing subject's value from the re-test beside its earlier ones."""
+    before = {(f.metric, f.subject): f.value for _, f in _figures(measured, by_rank, device_type)}
+    again = {(f.metric, f.subject): f.value
+             for _, f in _figures(Measured(new_parts), by_rank, device_type, attempt=attempt)}  # fmt: skip
+    for pair in map(tuple, retest["pairs"]):
+        if pair in again:
+            measured.retested.setdefault(pair, [before.get(pair, float("nan"))]).append(again[pair])
 
 
 def _not_run(measured: Measured, nodes: int, per_node: int) -> list[Check]:
@@ -225,16 +301,41 @@ def _not_run(measured: Measured, nodes: int, per_node: int) -> list[Check]:
     return out
 
 
-def _figures(measured: Measured, by_rank: dict[int, dict], device_type: str) -> list[gates.Figure]:
-    """Every gate figure the plug-ins declare, from each stage's rows."""
-    values = []
+def _figures(measured: Measured, by_rank: dict[int, dict], device_type: str,
+             attempt: int = 1) -> list[tuple[Stage, gates.Figure]]:  # fmt: skip
+    """(stage, figure) for every gate figure the plug-ins declare, from each stage's rows of one
+    attempt; on the first, a re-tested subject takes the value of its last attempt."""
     merged: dict[tuple[str, str], tuple[Stage, Benchmark, list[dict]]] = {}
     for stage, bench, rows in measured.parts:  # a plug-in's rows of one stage, all cases together
-        key = (stage.name, bench.name)
-        merged[key] = (stage, bench, merged.get(key, (stage, bench, []))[2] + rows)
+        mine = [r for r in rows if r.get("attempt", 1) == attempt]
+        if mine:
+            key = (stage.name, bench.name)
+            merged[key] = (stage, bench, merged.get(key, (stage, bench, []))[2] + mine)
+    out = []
     for stage, bench, rows in merged.values():
-        values.extend(bench.gate_values(rows, scope=stage.name))
-    return [gates.place(v, by_rank, device_type) for v in values]
+        for value in bench.gate_values(rows, scope=stage.name):
+            figure = gates.place(value, by_rank, device_type)
+            values = measured.retested.get((figure.metric, figure.subject)) if attempt == 1 else None
+            if values:
+                figure = dataclasses.replace(figure, value=values[-1], attempts=tuple(values))
+            out.append((stage, figure))
+    return out
+
+
+def _banners(plan: AcceptPlan, figures: list[gates.Figure], measured: Measured, device_type: str) -> list[str]:
+    """What a reader must know before the verdict: gates that did not judge, checks skipped."""
+    out = []
+    few = gates.too_few_peers(figures, plan.min_peers)
+    if few:
+        counts = sorted({item.rsplit("(", 1)[1].rstrip(")") for item in few})
+        out.append(f"not gated by peers ({', '.join(counts)}): {', '.join(i.rsplit(' (', 1)[0] for i in few)}; "
+                   "absolute thresholds, references, health and correctness still judge")  # fmt: skip
+    if plan.health == "skip" and device_type == "cuda":
+        out.append("GPU health not checked (accept.health=skip): ECC, remapped rows, PCIe, throttle, persistence")
+    if measured.retested:
+        out.append(f"re-tested {len(measured.retested)} figure(s) (accept.retries={plan.retries}); a subject is "
+                   "flagged only if it failed every attempt")  # fmt: skip
+    return out
 
 
 def _conclude(job: Job, ctx: dist.DistContext, record: RunRecord, facts: list[dict], measured: Measured,
@@ -245,14 +346,14 @@ def _conclude(job: Job, ctx: dist.DistContext, record: RunRecord, facts: list[di
     by_rank = {f["rank"]: f for f in facts}
     rows = measured.by_bench()
     checks: list[Check] = health.evaluate(facts, gpus_per_node=plan.gpus_per_node,
-                                          cores_per_node=plan.cores_per_node,
-                                          known_bad=known_bad(cfg.results.dir))  # fmt: skip
+                                          cores_per_node=plan.cores_per_node, known_bad=known_bad(cfg.results.dir),
+                                          health=plan.health)  # fmt: skip
     checks += gates.correctness(rows, by_rank, ctx.device.type)
     checks += _not_run(measured, nodes, max(1, ctx.launch.local_world_size))
-    checks += gates.judge(_figures(measured, by_rank, ctx.device.type), plan.profile, site=dict(cfg.site.references),
-                          partition=plan.partition, outlier_mad=plan.outlier_mad,
-                          outlier_min_rel=plan.outlier_min_rel)  # fmt: skip
+    figures, judged = _judged(measured, by_rank, ctx.device.type, plan, dict(cfg.site.references))
+    checks += judged
     result = verdict(checks)
+    banners = _banners(plan, figures, measured, ctx.device.type)
     exclude = report.exclude_list(checks)
     drains = report.drain_lines(checks, record.run_id)
     meta = {"run": record.run_id, "hardware profile": plan.profile.name, "site": cfg.site.name,
@@ -266,19 +367,28 @@ def _conclude(job: Job, ctx: dist.DistContext, record: RunRecord, facts: list[di
         images = {"busbw.png": busbw, **images}
     for name, png in images.items():
         record.add_file(name, png)
-    record.add_file("report.html", report.html_report(checks, result, meta, exclude, drains, images).encode())
-    record.add_file("report.md", report.markdown(checks, result, meta, exclude, drains).encode())
+    record.add_file("report.html", report.html_report(checks, result, meta, exclude, drains, images,
+                                                      banners).encode())  # fmt: skip
+    record.add_file("report.md", report.markdown(checks, result, meta, exclude, drains, banners).encode())
     record.add_file("junit.xml", report.junit(checks, record.run_id))
     record.add_file("exclude.txt", (exclude + "\n" if exclude else "").encode())
     counts = {s: sum(c.status == s for c in checks) for s in STATUSES}
     keys = ("subject", "uuid", "host", "rank", "value", "threshold", "reason")
     flagged = [{"check": c.name, **{k: getattr(c, k) for k in keys}} for c in report.flagged(checks)]
     accept = dict(record.manifest.get("accept") or {})
-    accept.update(verdict=result, checks=counts, flagged=flagged, exclude=exclude, drain=drains)
+    accept.update(
+        verdict=result,
+        checks=counts,
+        flagged=flagged,
+        exclude=exclude,
+        drain=drains,
+        banners=banners,
+        retested=[{"metric": m, "subject": s, "values": v} for (m, s), v in measured.retested.items()],
+    )
     record.update(accept=accept, summary={"accept": {"verdict": result, **counts, "exclude": exclude}})
 
     def show() -> None:
-        report.console(checks, result, exclude, drains)
+        report.console(checks, result, exclude, drains, banners)
 
     if result == "fail":
         failed = sorted({c.name for c in checks if c.status == "fail"})

@@ -137,6 +137,8 @@ class GateFigure:
     """What a profile's threshold is a fraction of: peak_tflops (of the dtype), memory_gbps,
     link_gbps_half; None: no datasheet figure (site references and peers only)."""
     higher_is_better: bool = True
+    title: str = ""
+    """What a plot of it is called, for people ('{dtype}' filled in)."""
 
     @property
     def threshold_key(self) -> str:
@@ -175,6 +177,9 @@ class Benchmark(ABC):
     """Row figures with their direction."""
     gates: tuple[GateFigure, ...] = ()
     """Figures acceptance may gate on."""
+    best_of: tuple[str, ...] = ()
+    """Figures also reported from the fastest iteration as <name>_best (STREAM and HPC Challenge
+    report the best of N; the median is the harness's figure)."""
 
     @property
     def option_group(self) -> str:

@@ -198,7 +198,11 @@ def _rows(bench: Benchmark, measured: list[Measurement], world_size: int, device
                                                                                 where)))  # fmt: skip
     else:
         for m in measured:
-            figures = bench.figures(m.case, m.median_s, Where(device_type, m.device_name, 1))
+            where = Where(device_type, m.device_name, 1)
+            figures = bench.figures(m.case, m.median_s, where)
+            if bench.best_of:
+                best = bench.figures(m.case, m.min_s, where)
+                figures.update({f"{key}_best": best.get(key) for key in bench.best_of})
             rows.append(m.to_row(bench.name, world_size, figures))
     out = []
     for row in rows:

@@ -50,7 +50,9 @@ DEFAULT_SHAPES = {
     "cuda": ((4096, 4096, 4096), (8192, 8192, 8192), (8192, 1024, 8192), (1024, 8192, 8192)),
 }
 SAMPLE = 64  # rows and columns of the fp64 check
-TFLOPS = GateFigure("gemm_{dtype}_tflops", "TFLOP/s", "gpu", datasheet="peak_tflops")
+TFLOPS = GateFigure(
+    "gemm_{dtype}_tflops", "TFLOP/s", "gpu", datasheet="peak_tflops", title="GEMM {dtype}: best TFLOP/s of each GPU"
+)
 
 
 @dataclass(frozen=True)
@@ -92,12 +94,14 @@ class Gemm(Benchmark):
         Column("shape", "m×n×k"),
         Column("time_us", "time (us)", "{:.1f}"),
         Column("tflops", "TFLOP/s", "{:.3f}"),
+        Column("tflops_best", "best of N", "{:.3f}"),
         Column("efficiency", "of peak", "{:.1%}"),
         Column("rel_error", "rel. error", "{:.1e}"),
     )
     identity = ("dtype", "m", "n", "k", "rank")
     metrics = (Metric("tflops", "TFLOP/s"), Metric("time_us", "us", higher_is_better=False))
     gates = (TFLOPS,)
+    best_of = ("tflops",)
 
     def parse_options(self, bench: BenchConfig) -> GemmOptions:
         shapes = list(parse_shapes("bench.shapes", bench.shapes) or ()) + _grid(bench)

@@ -24,7 +24,9 @@ from harness.dist import Comm, DistContext
 from harness.dtypes import itemsize, torch_dtype
 from harness.results.kinds import Metric
 
-PAIR_BUSBW = GateFigure("node_pair_busbw_gbps", "GB/s", "node")
+PAIR_BUSBW = GateFigure(
+    "node_pair_busbw_gbps", "GB/s", "node", title="node-pair exchange: bus bandwidth of each node (its best round)"
+)
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,26 @@ class Comparison:
             lines.append(line)
         return table(headers, lines)
 
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per metric, identity and later run: the values, ratio and verdict (a run
+        directory keeps them as rows of kind `comparison`)."""
+        out = []
+        for m in self.metrics:
+            for i in range(1, len(self.run_ids)):
+                out.append({"compared_kind": m.kind, "subject": m.subject_text, "metric": m.metric, "unit": m.unit,
+                            "reference_run": self.run_ids[0], "run": self.run_ids[i], "reference": m.values[0],
+                            "value": m.values[i], "ratio": m.ratio(i), "threshold": m.threshold(i),
+                            "verdict": m.verdict(i)})  # fmt: skip
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Counts of better, worse and same per later run."""
+        out: dict[str, Any] = {"reference": self.run_ids[0]}
+        for i, run_id in enumerate(self.run_ids[1:], start=1):
+            verdicts = [m.verdict(i) for m in self.metrics]
+            out[run_id] = {v: verdicts.count(v) for v in ("better", "same", "worse", "n/a")}
+        return out
+
     def plot(self) -> bytes:
         """The matched curves on one figure, one panel per kind: a figure against message size for
         kinds with a `bytes` identity (busbw for collectives), else bars per shape (TFLOP/s for gemm)."""

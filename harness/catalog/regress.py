@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from harness.catalog.compare import MetricComparison, compare
 from harness.errors import EXIT_FAILED, EXIT_OK, ConfigError
@@ -48,6 +49,12 @@ class Check:
     @property
     def name(self) -> str:
         return f"{self.metric.kind}.{self.metric.metric}"
+
+    def to_row(self) -> dict[str, Any]:
+        """The check as a row of a regress run directory."""
+        m = self.metric
+        return {"metric": self.name, "subject": m.subject_text, "unit": m.unit, "baseline": m.values[0],
+                "value": m.values[1], "ratio": self.ratio, "tolerance": self.threshold}  # fmt: skip
 
     @property
     def message(self) -> str:

@@ -7,8 +7,9 @@ A GPU is its UUID where the row or the manifest's device has one, else `host:ran
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -31,6 +32,9 @@ class TrendPoint:
     """The run's start."""
     value: float
 
+    def to_row(self) -> dict[str, Any]:
+        return {"subject": self.subject, "of_run": self.run_id, "time": self.time.isoformat(), "value": self.value}
+
 
 @dataclass(frozen=True)
 class Trend:
@@ -43,6 +47,10 @@ class Trend:
     """Sorted by subject, then time."""
     where: tuple[tuple[str, str], ...] = ()
     """The row filter the points were taken with (shown in the plot's title)."""
+
+    def only(self, keep: Callable[[TrendPoint], bool]) -> Trend:
+        """The trend of the points `keep` accepts (results.host)."""
+        return dataclasses.replace(self, points=tuple(p for p in self.points if keep(p)))
 
     def series(self) -> dict[str, list[TrendPoint]]:
         out: dict[str, list[TrendPoint]] = {}

@@ -12,8 +12,10 @@ import inspect
 import itertools
 import sys
 import textwrap
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 
 @cache
@@ -43,16 +45,19 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, doc) for every leaf field of a dataclass, nested ones flattened."""
+def describe(cls: type, prefix: str = "", values: Mapping[str, Any] | None = None) -> list[tuple[str, str, str]]:
+    """(dotted key, default, doc) for every leaf field of a dataclass, nested ones flattened.
+    `values`: the composed defaults of this section (presets applied), shown instead of the
+    schema's (a preset's model.dim rather than ???)."""
     rows: list[tuple[str, str, str]] = []
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        given = values.get(f.name, default) if values is not None else default
         if dataclasses.is_dataclass(default):
-            rows.extend(describe(type(default), prefix=f"{key}."))
+            rows.extend(describe(type(default), f"{key}.", given if isinstance(given, Mapping) else None))
         else:
-            shown = "null" if default is None else str(default)
+            shown = "null" if given is None else str(given)
             rows.append((key, shown, docs.get(f.name, "")))
     return rows

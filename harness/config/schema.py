@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, TypeVar  # noqa: UP035 (OmegaConf needs typing.Dict)
 
-from omegaconf import MISSING
+from omegaconf import MISSING, SI
 
 T = TypeVar("T")
 
@@ -70,6 +70,42 @@ class ResultsConfig(Sealable):
     passes the one it made, so that the job writes into the folder of its submission)."""
     sweep_id: Optional[str] = None  # noqa: UP045
     """The sweep (-m or a Slurm array) a run belongs to, a UUID; set by the harness."""
+    runs: list[str] = field(default_factory=list)
+    """harness results: the run directories (or run ids, or baseline names) a command reads; the
+    positional RUN arguments."""
+    sql: Optional[str] = None  # noqa: UP045
+    """harness results query: the SQL (the positional argument)."""
+    task: Optional[str] = None  # noqa: UP045
+    """harness results list/trend: only runs of this task."""
+    status: Optional[str] = None  # noqa: UP045
+    """Only runs with this status: ok, failed, interrupted, running, abandoned, damaged."""
+    host: Optional[str] = None  # noqa: UP045
+    """Only runs (trend: only rows) on this host."""
+    device_name: Optional[str] = None  # noqa: UP045
+    """Only runs on devices whose name contains this (case-insensitive)."""
+    config: list[str] = field(default_factory=list)
+    """Only runs whose config has these values, each 'key=value' (e.g. [bench.dtype=bfloat16])."""
+    since: Optional[str] = None  # noqa: UP045
+    """Only runs started at or after this ISO date or time (UTC)."""
+    until: Optional[str] = None  # noqa: UP045
+    """Only runs started before the end of this ISO date (or before this time)."""
+    sweep: Optional[str] = None  # noqa: UP045
+    """Only the runs of this sweep id."""
+    baseline: Optional[str] = None  # noqa: UP045
+    """harness results regress: the baseline, a name given with `results baseline` or a run."""
+    name: Optional[str] = None  # noqa: UP045
+    """harness results baseline: the name to give the run (a system or partition, e.g. gpu-a)."""
+    tolerance: Optional[float] = None  # noqa: UP045
+    """harness results regress: the worst fraction a metric may lose against the baseline; null:
+    the noise the runs show, at least 5 %."""
+    format: str = "csv"
+    """harness results export: csv | prometheus | mllog."""
+    metric: Optional[str] = None  # noqa: UP045
+    """harness results trend: 'kind.metric', e.g. gemm.tflops or memory.gbps."""
+    by: str = "host"
+    """harness results trend: one line per host or per gpu."""
+    where: list[str] = field(default_factory=list)
+    """harness results trend: only rows whose fields match, each 'field=value' (e.g. [dtype=bfloat16])."""
 
 
 @dataclass
@@ -162,6 +198,9 @@ class ModelConfig(Sealable):
     """RMSNorm epsilon."""
     tied_embeddings: bool = False
     """Share the token embedding with the output projection."""
+    lr: float = 3e-4
+    """The preset's peak learning rate (what train.lr defaults to): 3e-3 for tiny, which learns its
+    synthetic data in 40 steps; published values for the Llama and GPT-3 presets."""
     fused_kernels: bool = False
     """Run RMSNorm, SwiGLU, RoPE and the output projection + cross-entropy through the fused ops
     of `kernels/` (Triton on CUDA, or under TRITON_INTERPRET=1; their PyTorch fallback elsewhere).
@@ -209,8 +248,9 @@ class TrainConfig(Sealable):
     (no accumulation). Must be a multiple of micro_batch x data-parallel ranks."""
     seq_len: int = 64
     """Tokens per sequence."""
-    lr: float = 3e-4
-    """Peak learning rate, reached after warmup_steps; cosine decay to lr x min_lr_ratio."""
+    lr: float = SI("${model.lr}")
+    """Peak learning rate, reached after warmup_steps; cosine decay to lr x min_lr_ratio.
+    Default: the model preset's model.lr."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of lr (the floor of the cosine)."""
     warmup_steps: int = 2
@@ -233,8 +273,59 @@ class TrainConfig(Sealable):
     """Print parameters, FLOPs and the memory plan; build nothing heavy, train nothing."""
     activation_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass (HFU counts the recompute)."""
-    deterministic: bool = True
-    """torch.use_deterministic_algorithms: the same seed gives the same losses, bit for bit."""
+    exit_after_step: int = 0
+    """Stop cleanly after this step with a checkpoint and exit 0, while the schedule still follows
+    train.steps (like Megatron's --exit-interval); 0: run to train.steps."""
+    plan: str = "off"
+    """off: train the layout given by parallel.* | auto: enumerate the layouts that fit
+    (hardware.memory_gib, cluster.gpus_per_node), rank them by estimated step time, print the best
+    five, and (unless train.dry_run) train with the best one."""
+    compile: bool = False
+    """torch.compile each transformer block (after tensor parallelism and activation
+    checkpointing, before FSDP, as torchtitan); inductor's C++ backend on CPU."""
+    deterministic: bool = False
+    """torch.use_deterministic_algorithms (off by default, as torchtitan's debug.deterministic and
+    Megatron's --deterministic-mode: it costs speed). On CPU the same seed gives the same losses
+    bit for bit without it; on GPUs some kernels (atomics, some cuBLAS/cuDNN paths) need it."""
+
+
+@dataclass
+class ParallelConfig(Sealable):
+    """How `harness train` lays the model out over its ranks: a device mesh of pipeline (pp,
+    outermost), data (dp_replicate x dp_shard), context (cp) and tensor (tp, innermost, within a
+    node) parallelism, as torchtitan and Megatron. Their product is the world size."""
+
+    dp_replicate: int = 1
+    """Replicas of the sharded model (HSDP: FSDP within a replica, all-reduce across replicas)."""
+    dp_shard: int = -1
+    """FSDP degree: ranks a replica's weights, gradients and optimizer states are sharded over;
+    -1: what the other degrees leave of the world."""
+    tp: int = 1
+    """Tensor parallelism (Megatron-style column/row sharding of attention and MLP, DTensor)."""
+    pp: int = 1
+    """Pipeline stages (torch.distributed.pipelining)."""
+    cp: int = 1
+    """Context parallelism: the sequence split over cp ranks (Llama 3's all-gather of K and V)."""
+    pp_schedule: str = "1f1b"
+    """1f1b | gpipe | interleaved_1f1b."""
+    pp_microbatches: Optional[int] = None  # noqa: UP045
+    """Micro-batches per pipeline per step; null: the accumulation count (global batch /
+    (data-parallel ranks x micro-batch))."""
+    pp_virtual_stages: Optional[int] = None  # noqa: UP045
+    """Model chunks per pipeline rank; null: 1, or 2 for interleaved_1f1b."""
+    sequence_parallel: Optional[bool] = None  # noqa: UP045
+    """Shard norms and dropout along the sequence within a TP group; null: on when tp > 1."""
+
+
+@dataclass
+class ClusterConfig(Sealable):
+    """The machine a plan or projection is for (the running job's own shape comes from its launcher)."""
+
+    gpus_per_node: int = 8
+    """GPUs (ranks) per node: TP stays within a node; accept and slurm default to it."""
+    gpus: Any = None
+    """GPU count(s) to plan or project for: a number, a list, or a geometric range '8..16384x2';
+    null: the job's world size."""
 
 
 @dataclass
@@ -349,6 +440,16 @@ class AcceptConfig(Sealable):
     """The outlier limit lies at least this fraction below the median (a tight fleet's noise is not flagged)."""
     partition: Optional[str] = None  # noqa: UP045
     """Partition whose site references apply; null: $SLURM_JOB_PARTITION, else '*'."""
+    retries: int = 1
+    """Re-tests before a figure fails: a stage whose figures failed a threshold, reference or
+    outlier gate runs again, and a subject is flagged only if it fails again (as ReFrame and DCGM
+    re-test); both attempts are recorded. 0: no re-test."""
+    min_peers: int = 3
+    """Subjects a peer comparison needs (outliers, and thresholds of relative profiles such as
+    cpu); with fewer, those gates are not applicable and the report says so on top."""
+    health: str = "on"
+    """on: NVML health checks on every GPU (a GPU without working NVML fails them) | skip: none
+    (the report says so on top)."""
 
 
 @dataclass
@@ -392,6 +493,8 @@ class RunConfig(Sealable):
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)

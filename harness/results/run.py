@@ -26,6 +26,8 @@ MANIFEST = "manifest.json"
 ROWS = "rows.jsonl"
 JOB_FILE = "config.json"
 """The job a run was started with (harness.config.job): what its ranks read and rerun replays."""
+CONSOLE_LOG = "console.log"
+"""What the run printed (rank 0), as it printed it."""
 STATUSES = ("running", "ok", "failed", "interrupted")
 REASONS = ("ok", "failed", "bad_input", "interrupted", "preempted")
 
@@ -58,6 +60,7 @@ class RunRecord:
     path: Path
     manifest: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    _log: Any = field(default=None, repr=False)
 
     @property
     def run_id(self) -> str:
@@ -136,6 +139,18 @@ class RunRecord:
         write_atomic(self.path / name, data)
         self.update(files=sorted({*self.manifest.get("files", []), name}))
 
+    def console_log(self) -> Any:
+        """console.log of this run, open for appending (closed by finish)."""
+        if self._log is None:
+            self._log = open(self.path / CONSOLE_LOG, "a", encoding="utf-8")  # noqa: SIM115 (closed by finish)
+            self.update(files=sorted({*self.manifest.get("files", []), CONSOLE_LOG}))
+        return self._log
+
+    def close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
     def finish(self, status: str, error: str | None = None, *, exit_code: int | None = None,
                reason: str | None = None) -> None:  # fmt: skip
         """Write the final status, exit code and reason, then make the record read-only."""
@@ -150,6 +165,7 @@ class RunRecord:
         if not (self.path / ROWS).exists():
             write_jsonl_atomic(self.path / ROWS, self.rows)
         self.update(status=status, finished_at=utc_now(), error=error, exit_code=exit_code, reason=reason)
+        self.close_log()
         for name in (MANIFEST, ROWS, JOB_FILE, *self.manifest.get("files", [])):
             if (self.path / name).exists():
                 os.chmod(self.path / name, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)

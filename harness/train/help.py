@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from harness.config.compose import group_options
+from omegaconf import OmegaConf
+
+from harness.config.compose import compose_base, group_options
 from harness.config.docs import describe
 from harness.config.helptext import keys_table
 from harness.config.schema import DataConfig, EngineConfig, LoggerConfig, ModelConfig, TrainConfig
@@ -10,10 +12,13 @@ from harness.train.engines import ENGINES
 
 
 def text() -> str:
-    """Presets, engines, every train/engine/data/model/logger key, exit codes and examples."""
+    """Presets, engines, every train/engine/data/model/logger key with its default, exit codes, examples."""
     sections = [("train", TrainConfig), ("engine", EngineConfig), ("data", DataConfig), ("model", ModelConfig),
                 ("logger", LoggerConfig)]  # fmt: skip
-    keys = [(f"{prefix}.{k}", d, doc) for prefix, cls in sections for k, d, doc in describe(cls)]
+    # The defaults as a run gets them: the default presets' values (model=tiny), not the schema's ???.
+    base = OmegaConf.to_container(compose_base(), resolve=True)
+    assert isinstance(base, dict)
+    keys = [(f"{prefix}.{k}", d, doc) for prefix, cls in sections for k, d, doc in describe(cls, values=base[prefix])]
     return f"""usage: harness train [key=value ...] [-m]
 
 model presets: model={"|".join(group_options("model"))} (default tiny)

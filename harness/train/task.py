@@ -156,6 +156,10 @@ def run(job: Job, ctx: DistContext | None, record: RunRecord | None) -> Outcome:
     accumulation = accumulation_steps(cfg, ctx.world_size)
     if t.deterministic:
         torch.use_deterministic_algorithms(True)
+        # Deterministic algorithms, without NaN-filling every fresh allocation: the fill is what
+        # made DeepSpeed ZeRO-2 36x slower on CPU (its flat gradient buckets are allocated every
+        # step; aten::fill_ went from 0.6 % to 59 % of the step), and results do not depend on it.
+        torch.utils.deterministic.fill_uninitialized_memory = False
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     fused = cfg.model.fused_kernels
     model = Transformer(shape, activation_checkpointing=t.activation_checkpointing, fused=fused)
@@ -180,7 +184,12 @@ def run(job: Job, ctx: DistContext | None, record: RunRecord | None) -> Outcome:
             "tokens_per_step": tokens_per_step, "accumulation_steps": accumulation, "resumed_from_step": start,
             "peak_tflops": peak, "mfu_convention": "PaLM/torchtitan: 6(N - N_embedding) + 12 L H Q T per token",
             "deterministic": t.deterministic, "seed": t.seed, "fused_kernels": kernel_path or "off",
+            "data": cfg.data.kind, "entropy_floor_nats": data.entropy_floor_nats,
         })  # fmt: skip
+        if data.entropy_floor_nats is not None:
+            display.note(f"data: a seeded Markov chain whose loss floor (entropy rate) is "
+                         f"{data.entropy_floor_nats:.3f} nats; uniform guessing scores "
+                         f"{math.log(shape.vocab_size):.3f}")  # fmt: skip
         if kernel_path == "torch":
             display.note("model.fused_kernels=true: Triton does not run here, so the fused ops run their PyTorch "
                          "fallback (set TRITON_INTERPRET=1 for the Triton interpreter)")  # fmt: skip
@@ -263,12 +272,7 @@ def _loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, setup: _Se
                 logger.log(step, row)
             # ETA from the median step time so far: one slow step does not swing it.
             eta = statistics.median(r["step_time_s"] for r in step_rows) * (t.steps - step)
-            display.console.print(
-                f"step {step:>5}/{t.steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  "
-                f"{row['tokens_per_s']:,.0f} tok/s  {row['tflops_per_device']:.3f} TFLOP/s/device"
-                + (f"  MFU {row['mfu']:.1%}" if row["mfu"] is not None else "")
-                + f"  ETA {int(eta) // 60:02d}:{int(eta) % 60:02d}"
-            )
+            display.console.print(step_line(row, t.steps, eta), markup=False)
         if t.ckpt_every and step % t.ckpt_every == 0:
             checkpoint.save(ckpt_dir, step, engine.save, _trainer_state(cfg, shape, step))
         if step == cfg.debug.preempt_at_step and ctx.rank == cfg.debug.fault_rank:
@@ -284,6 +288,17 @@ def _loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, setup: _Se
         return Outcome("failed", f"non-finite loss at steps {failed[:5]}", EXIT_FAILED,
                        _summary_printer(record, step_rows))  # fmt: skip
     return Outcome("ok", None, EXIT_OK, _summary_printer(record, step_rows))
+
+
+def step_line(row: dict[str, Any], steps: int, eta_s: float) -> str:
+    """One console line per logged step: loss, learning rate, gradient norm, throughput, step
+    time, peak memory and the time left."""
+    grad = f"{row['grad_norm']:.3g}" if row.get("grad_norm") is not None else "-"
+    return (f"step {row['step']:>5}/{steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  grad {grad}  "
+            f"{row['tokens_per_s']:,.0f} tok/s  {row['tflops_per_device']:.3f} TFLOP/s/device"
+            + (f"  MFU {row['mfu']:.1%}" if row["mfu"] is not None else "")
+            + f"  {row['step_time_s'] * 1e3:,.0f} ms  mem {row['peak_memory_bytes'] / 2**30:.2f} GiB"
+            + f"  ETA {int(eta_s) // 60:02d}:{int(eta_s) % 60:02d}")  # fmt: skip
 
 
 def _sync(ctx: DistContext) -> None:
@@ -336,6 +351,11 @@ def _summary_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 def _summary_printer(record: RunRecord | None, rows: list[dict[str, Any]]) -> Any:
     def show() -> None:
         summary = _summary_row(rows) if rows else None
+        floor = (record.manifest.get("train") or {}).get("entropy_floor_nats") if record else None
+        if rows:
+            target = f" (floor {floor:.3f})" if floor is not None else ""
+            display.console.print(f"train: loss {rows[0]['loss']:.4f} at step {rows[0]['step']} -> "
+                                  f"{rows[-1]['loss']:.4f} at step {rows[-1]['step']}{target}")  # fmt: skip
         if summary:
             mfu = f", MFU {summary['mfu']:.1%}" if summary["mfu"] is not None else ", MFU unknown (no datasheet peak)"
             display.console.print(

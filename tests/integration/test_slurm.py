@@ -176,6 +176,24 @@ def test_train_job_requeues_and_resumes_after_usr1(
     assert losses(run.run_dir) + losses(finished) == losses(reference.run_dir)
 
 
+def test_status_of_a_forgotten_job_comes_from_accounting(results_dir: Path, slurm_env: dict[str, str]) -> None:
+    """slurmctld forgets a finished job after MinJobAge (30 s on the local cluster); `harness slurm
+    status` then asks sacct (slurmdbd) instead of answering UNKNOWN."""
+    run = submit(results_dir, slurm_env, "bench", "all_reduce", "bench=quick", "bench.max_bytes=64", wait=False)
+    assert run.proc.returncode == 0, run.output
+    job_id = json.loads((run.run_dir / "submission.json").read_text())["job_id"]
+    assert wait_job(job_id, slurm_env) == "COMPLETED"
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        known = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, env=slurm_env)
+        if known.returncode != 0:  # "Invalid job id specified"
+            break
+        time.sleep(2)
+    assert known.returncode != 0, "slurmctld still knows the job"
+    status = run_cmd(["harness", "slurm", "status", job_id, f"results.dir={results_dir}"], env=slurm_env)
+    assert status.proc.returncode == 0 and f"job {job_id}: COMPLETED; run ok" in status.proc.stdout, status.output
+
+
 def test_hostlists_agree_with_scontrol(slurm_env: dict[str, str]) -> None:
     for hostlist in ("n[1-3,7]", "gpu-a[01-02],gpu-b05"):
         out = subprocess.run(

@@ -55,7 +55,27 @@ def test_relative_profile_judges_against_the_peers_median() -> None:
     assert [c.status for c in checks] == ["pass", "pass", "pass", "fail"]  # 0.6 < 0.7 x median 0.95
     assert "the peers' median 0.95" in checks[3].reason
     (single,) = by(judge([gpu_figure(1.0, 0, "gemm_float32_tflops")], profile=CPU), "gemm_float32_tflops")
-    assert single.status == "n/a" and "has none" in single.reason
+    assert single.status == "n/a" and "not gated by peers (1 < 3)" in single.reason
+
+
+def test_two_peers_do_not_gate_each_other() -> None:
+    """Two ranks cannot say which one is slow: with fewer than accept.min_peers subjects the peer
+    gates are not applicable, and the absolute thresholds still judge."""
+    pair = [gpu_figure(0.094, 0, "gemm_float32_tflops"), gpu_figure(0.038, 1, "gemm_float32_tflops")]
+    checks = judge(pair, profile=CPU, min_rel=0.1)
+    assert {c.status for c in checks} == {"n/a"}
+    assert all("not gated by peers (2 < 3)" in c.reason for c in checks)
+    assert gates.too_few_peers([*pair], 3) == ["gemm_float32_tflops (2 < 3)"]
+    absolute = judge([gpu_figure(780.0, 0), gpu_figure(600.0, 1)])  # H100: 0.75 x 989 still judges
+    assert [c.status for c in by(absolute, "gemm_bfloat16_tflops")] == ["pass", "fail"]
+    assert {c.status for c in by(absolute, "gemm_bfloat16_tflops_outlier")} == {"n/a"}
+    checks3 = judge([*pair, gpu_figure(0.095, 2, "gemm_float32_tflops")], profile=CPU, min_rel=0.1)
+    assert [c.status for c in by(checks3, "gemm_float32_tflops_outlier")] == ["pass", "fail", "pass"]
+
+
+def test_the_outlier_limit_is_never_below_zero() -> None:
+    median, limit = gates.outlier_limits(np.array([1.0, 100.0, 200.0]), k=4.0, min_rel=0.1)
+    assert median == 100.0 and limit == 0.0
 
 
 def test_unknown_peak_or_threshold_is_not_applicable() -> None:

@@ -101,12 +101,36 @@ def test_gpu_fault_verdicts(state: dict, name: str, expected: str, text: str) ->
     assert got == expected and text in reason, reason
 
 
-def test_without_nvml_the_gpu_checks_are_listed_not_applicable() -> None:
+def test_a_gpu_without_nvml_fails_its_health_check_unless_skipped() -> None:
+    """No GPU passes acceptance without its health read: a missing or failing NVML fails the
+    `nvml` check (the five it would have read are listed n/a); accept.health=skip says so instead."""
     f = {"host": "n1", "rank": 0, "local_index": 0, "device_type": "cuda", "cores": 8, "memory_bytes": 2**35,
          "nvml": False, "nvml_error": "NVMLError_LibraryNotFound"}  # fmt: skip
     checks = health.evaluate([f])
-    gpu = [c for c in checks if c.scope == "gpu"]
-    assert len(gpu) == 5 and all(c.status == "n/a" and "LibraryNotFound" in c.reason for c in gpu)
+    (nvml,) = [c for c in checks if c.name == "nvml"]
+    assert nvml.status == "fail" and "LibraryNotFound" in nvml.reason and "accept.health=skip" in nvml.reason
+    gpu = [c for c in checks if c.scope == "gpu" and c.name != "nvml"]
+    assert len(gpu) == 5 and all(c.status == "n/a" for c in gpu)
+    skipped = health.evaluate([f], health="skip")
+    assert not [c for c in skipped if c.name == "nvml"]
+    assert all(c.status == "n/a" and "accept.health=skip" in c.reason for c in skipped if c.scope == "gpu")
+
+
+def test_a_failing_nvml_is_recorded_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvmlInit raising (driver gone, no permission) on a CUDA rank: the facts say NVML failed."""
+
+    class Broken:
+        def nvmlInit(self) -> None:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    class Cuda:
+        type, index = "cuda", 0
+
+    monkeypatch.setattr(health.torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(health.torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    facts_ = health.collect(Cuda(), host="n1", rank=0, local_rank=0, uuid="GPU-1", nvml=Broken())  # type: ignore[arg-type]
+    assert facts_["nvml"] is False and "Shared Library Not Found" in facts_["nvml_error"]
+    assert [c.status for c in health.evaluate([facts_]) if c.name == "nvml"] == ["fail"]
 
 
 def test_node_and_cluster_checks_across_ranks() -> None:

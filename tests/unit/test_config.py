@@ -51,7 +51,7 @@ def test_plan_counts_cases() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["foo=1"], "unknown config key 'foo'; valid keys at top level: accept, bench, data, debug, device"),
+        (["foo=1"], "unknown config key 'foo'; valid keys at top level: accept, bench, cluster, data, debug, device"),
         (["bench.sizes=1"], "unknown config key 'bench.sizes'; valid keys at bench: array_bytes, dtype"),
         (["bench=huge"], "unknown bench preset 'huge'; choices: default, quick"),
         (["bench.iters=abc"], "bench.iters"),

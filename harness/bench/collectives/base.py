@@ -236,8 +236,10 @@ class CollectiveBench(Benchmark):
 
     @property
     def gates(self) -> tuple[GateFigure, ...]:  # type: ignore[override]
-        return (GateFigure(f"{self.name}_busbw_gbps", "GB/s", "node", datasheet="link_gbps_half"),
-                GateFigure(f"{self.name}_world_busbw_gbps", "GB/s", "cluster"))  # fmt: skip
+        within = f"{self.name} within each node: bus bandwidth at the largest size"
+        across = f"{self.name} over all nodes: bus bandwidth at the largest size"
+        return (GateFigure(f"{self.name}_busbw_gbps", "GB/s", "node", datasheet="link_gbps_half", title=within),
+                GateFigure(f"{self.name}_world_busbw_gbps", "GB/s", "cluster", title=across))  # fmt: skip
 
     def parse_options(self, bench: BenchConfig) -> CollectiveOptions:
         return parse_collective_options(bench)
