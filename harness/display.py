@@ -34,10 +34,15 @@ class Tabled(Protocol):
 
 
 class _Tee:
-    """A text stream that writes to the terminal's stream and a run's console.log alike."""
+    """A text stream that writes to the process's stdout or stderr (whatever it is at the time)
+    and to a run's console.log alike."""
 
-    def __init__(self, stream: Any, log: Any) -> None:
-        self.stream, self.log = stream, log
+    def __init__(self, name: str, log: Any) -> None:
+        self.name, self.log = name, log
+
+    @property
+    def stream(self) -> Any:
+        return getattr(sys, self.name)
 
     def write(self, text: str) -> int:
         self.log.write(text)
@@ -61,8 +66,9 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def log_to(log: Any | None) -> None:
     """Copy everything the consoles print into `log` (a run's console.log), or stop (None)."""
-    console.file = _Tee(sys.stdout, log) if log is not None else sys.stdout
-    err_console.file = _Tee(sys.stderr, log) if log is not None else sys.stderr
+    # None: rich writes to sys.stdout/sys.stderr as they are at each print.
+    console.file = _Tee("stdout", log) if log is not None else None  # type: ignore[assignment]
+    err_console.file = _Tee("stderr", log) if log is not None else None  # type: ignore[assignment]
 
 
 def _cell(column: Column, row: dict[str, Any]) -> str:

@@ -51,7 +51,8 @@ def canonical(name: Any, *, key: str = "dtype", choices: tuple[str, ...] | list[
     text = str(name).strip()
     found = ALIASES.get(text.lower(), text.lower() if text.lower() in SIZES else None)
     if found is None or found not in allowed:
-        hint = did_you_mean(text, [*allowed, *(a for a, c in ALIASES.items() if c in allowed)])
+        # A canonical name is the better suggestion; an alias only when no name is close.
+        hint = did_you_mean(text, allowed) or did_you_mean(text, [a for a, c in ALIASES.items() if c in allowed])
         raise ConfigError(f"{key}: unknown dtype {name!r}{hint}; choices: {', '.join(allowed)} ({ALIAS_HELP})")
     return found
 

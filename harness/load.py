@@ -10,6 +10,7 @@ Nothing here creates a file: a job that is refused leaves nothing behind.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import uuid
 from collections.abc import Callable
@@ -164,16 +165,17 @@ def build(task: tasks.Task, cfg: DictConfig, *, launch: dist.LaunchEnv | None, s
     run_id = config.results.run_id or new_run_id(task.name.replace(" ", "-"))
     job = Job(task.name, config, device_type, run_id, world, nproc, sweep_id or config.results.sweep_id, secrets,
               raw_values(cfg, secrets))  # fmt: skip
-    job = replace(job, plan=hook(task, "validate")(job))
     if launch is not None or not needs_ranks(job):
-        return replace(job, nproc=0)
+        return replace(job, plan=hook(task, "validate")(job), nproc=0)
+    # More ranks than this host may start is the first thing to say, before what they would run.
     devices.check_local_ranks(nproc, device_type, warn=display.note)
-    return job
+    return replace(job, plan=hook(task, "validate")(job))
 
 
 def needs_ranks(job: Job) -> bool:
-    """Whether the job runs as ranks (the task's default, unless its plan says otherwise)."""
-    return bool(getattr(job.plan, "ranks", tasks.TASKS[job.task].ranks))
+    """Whether the job runs as ranks: the task's, unless its `local_when` key is set."""
+    task = tasks.TASKS[job.task]
+    return task.ranks and not (task.local_when and functools.reduce(getattr, task.local_when.split("."), job.config))
 
 
 def from_run(run_dir: str, overrides: list[str]) -> Job:

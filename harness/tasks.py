@@ -44,7 +44,10 @@ class Task:
     """slurm/<template> that `harness slurm submit TASK` renders; None: not a batch task."""
     ranks: bool = True
     """True: runs as ranks of a process group (local launcher, torchrun, srun, mpiexec).
-    False: runs in this process (a plan may also say it needs no ranks: train.dry_run)."""
+    False: runs in this process."""
+    local_when: str | None = None
+    """A boolean config key that, when true, makes the task run in this process without ranks
+    (train.dry_run: a plan for any number of GPUs, on a laptop)."""
     records: bool = True
     """True: writes a run directory (manifest, rows, files)."""
     positional: str | None = None
@@ -68,7 +71,7 @@ TASKS: dict[str, Task] = {
              "bench.sbatch", positional="names"),
         Task("train", "train a Llama-style model with DeepSpeed, FSDP or DDP: tokens/s, TFLOP/s, MFU (--help)",
              _TRAIN, "harness.train.task:validate", "harness.train.task:run", "harness.train.help:text",
-             "train.sbatch"),
+             "train.sbatch", local_when="train.dry_run"),
         Task("accept", "hardware acceptance: health checks, benchmarks on every GPU, pass/fail gates (--help)",
              (*_BENCH, "hardware", "site", "accept", "cluster"), "harness.accept.task:validate",
              "harness.accept.task:run", "harness.accept.help:text", "accept.sbatch"),
