@@ -3,7 +3,8 @@
 A kernel runs through Triton when its tensors are on a CUDA device, or anywhere when the Triton
 interpreter is on (`TRITON_INTERPRET=1`, read by Triton at import, so it must be set before
 `kernels` is first imported). Otherwise the op runs its plain PyTorch implementation, so a
-model using these ops runs on every machine. `last_path(op)` says which path the last call took.
+model using these ops runs on every machine. `last_path(op)` says which path the last call took;
+under `torch.compile`, the custom ops record it when they run (see `mark`).
 """
 
 import functools
@@ -67,7 +68,12 @@ def needs_grad(*tensors: torch.Tensor) -> bool:
 
 
 def mark(op: str, path: str) -> None:
-    _LAST[op] = path
+    """Record the path a call of `op` takes. Skipped while dynamo traces: a write to a global
+    inside an activation-checkpointed region stops a fullgraph compile ("HOP: unsafe side
+    effect"). The custom ops call this when they run, so compiled calls on the Triton path (and
+    every cross-entropy call) are recorded; a compiled call on the PyTorch path is not."""
+    if not torch.compiler.is_compiling():
+        _LAST[op] = path
 
 
 def check_dtype(op: str, name: str, t: torch.Tensor) -> None:

@@ -31,8 +31,9 @@ def _rope_kernel(X, COS, SIN, Y, seq_len, n_heads, head_dim, half, sign, BLOCK_H
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) -> torch.Tensor:
+    """x (contiguous) rotated by the angle of its position; sign -1 rotates back (the backward)."""
     batch, seq, heads, head_dim = x.shape
-    y = torch.empty_like(x)
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if x.numel():
         _rope_kernel[(batch * seq,)](
             x, cos, sin, y, seq, heads, head_dim, head_dim // 2, sign,
@@ -41,7 +42,16 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) 
     return y
 
 
+def _rotate_pair(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    cos, sin = cos.float().contiguous(), sin.float().contiguous()
+    return _rotate(q.contiguous(), cos, sin, sign), _rotate(k.contiguous(), cos, sin, sign)
+
+
 class _Rope(torch.autograd.Function):
+    """The eager path: the launchers without the custom op's dispatch layers."""
+
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         ctx.save_for_backward(cos, sin)
@@ -51,6 +61,46 @@ class _Rope(torch.autograd.Function):
     def backward(ctx, dq: torch.Tensor, dk: torch.Tensor):
         cos, sin = ctx.saved_tensors
         return _rotate(dq.contiguous(), cos, sin, -1.0), _rotate(dk.contiguous(), cos, sin, -1.0), None, None
+
+
+# The same launchers as torch custom ops, for torch.compile: the graph holds them as nodes.
+@torch.library.custom_op("exaharness::rope_fwd", mutates_args=())
+def rope_fwd(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Triton forward as a torch op: rotated copies of q and k (contiguous)."""
+    mark("rope", "triton")
+    return _rotate_pair(q, k, cos, sin, 1.0)
+
+
+@torch.library.custom_op("exaharness::rope_bwd", mutates_args=())
+def rope_bwd(
+    dq: torch.Tensor, dk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Triton backward as a torch op: dq and dk rotated back (the opposite angle)."""
+    return _rotate_pair(dq, dk, cos, sin, -1.0)
+
+
+@rope_fwd.register_fake
+def _(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return q.new_empty(q.shape), k.new_empty(k.shape)
+
+
+@rope_bwd.register_fake
+def _(dq: torch.Tensor, dk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return dq.new_empty(dq.shape), dk.new_empty(dk.shape)
+
+
+def _setup_context(ctx, inputs: tuple, output: tuple) -> None:
+    _q, _k, cos, sin = inputs
+    ctx.save_for_backward(cos, sin)
+
+
+def _op_backward(ctx, dq: torch.Tensor, dk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+    return *rope_bwd(dq, dk, *ctx.saved_tensors), None, None
+
+
+rope_fwd.register_autograd(_op_backward, setup_context=_setup_context)
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
@@ -63,9 +113,11 @@ def _check(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
     head_dim = q.shape[3]
     if head_dim % 2:
         raise KernelInputError(f"rope: head_dim {head_dim} must be even (pairs are rotated)")
-    want = f"(>= {q.shape[1]}, {head_dim // 2})"
     for name, table in (("cos", cos), ("sin", sin)):
         if table.dim() != 2 or table.shape[0] < q.shape[1] or table.shape[1] != head_dim // 2:
+            # The message is built only here: formatting shapes while dynamo traces would
+            # specialise them (a recompile per sequence length under dynamic shapes).
+            want = f"(>= {q.shape[1]}, {head_dim // 2})"
             raise KernelInputError(f"rope: {name} is {tuple(table.shape)}; it must be (positions, head_dim/2) = {want}")
         if table.device != q.device:
             raise KernelInputError(f"rope: {name} is on {table.device} but q is on {q.device}")
@@ -77,6 +129,8 @@ def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor)
     cos, sin: (positions ≥ seq, head_dim / 2) tables, read in float32 (as from
     `harness.train.model.rope_tables`). q and k: one dtype (float32, bfloat16, float16);
     non-contiguous inputs are made contiguous. Returns rotated copies; gradients for q and k.
+    Under `torch.compile` the Triton path is the custom op `exaharness::rope_fwd` (backward
+    `exaharness::rope_bwd`).
     """
     _check(q, k, cos, sin)
     if not use_triton(q, k, cos, sin):
@@ -85,6 +139,8 @@ def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor)
     mark("rope", "triton")
     cos32, sin32 = cos.float().contiguous(), sin.float().contiguous()
     q, k = q.contiguous(), k.contiguous()
+    if torch.compiler.is_compiling():
+        return rope_fwd(q, k, cos32, sin32)
     if not needs_grad(q, k):
         return _rotate(q, cos32, sin32, 1.0), _rotate(k, cos32, sin32, 1.0)  # no autograd bookkeeping
     return _Rope.apply(q, k, cos32, sin32)
