@@ -13,13 +13,18 @@ A user-set MASTER_ADDR/MASTER_PORT always wins, as with torchrun.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -296,6 +301,8 @@ class DistContext:
     backend: str
     rendezvous: str = "env"
     """How the ranks found rank 0: env (the launcher's variables) or mpi4py."""
+    hosts: dict[int, str] = field(default_factory=dict)
+    """Every rank's host (rank 0 learns them at the start; failures are named by host)."""
 
     @property
     def rank(self) -> int:
@@ -310,7 +317,26 @@ class DistContext:
         return self.launch.rank == 0
 
 
-def init(launch: LaunchEnv, device_type: str, timeout_s: int, bootstrap: str = "auto") -> DistContext:
+FLIGHT_RECORDER_ENTRIES = "2000"
+"""Collectives each rank's flight recorder keeps (TORCH_FR_BUFFER_SIZE): enough to see the last
+few hundred before a hang, a few hundred KB of memory."""
+
+
+def _failure_settings(device_type: str, flight_dir: str | None) -> None:
+    """Before the process group starts: the flight recorder on (gloo has one since torch 2.8,
+    NCCL's dumps itself on a timeout into flight_dir), and NCCL's watchdog tearing the
+    communicator down on an error instead of leaving the job hung. A user's own setting wins."""
+    os.environ.setdefault("TORCH_FR_BUFFER_SIZE", FLIGHT_RECORDER_ENTRIES)
+    if device_type == "cuda":
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "3")
+        os.environ.setdefault("TORCH_NCCL_DUMP_ON_TIMEOUT", "1")
+        os.environ.setdefault("TORCH_NCCL_ENABLE_MONITORING", "1")
+        if flight_dir:
+            os.environ.setdefault("TORCH_FR_DUMP_TEMP_FILE", os.path.join(flight_dir, "rank-"))
+
+
+def init(launch: LaunchEnv, device_type: str, timeout_s: int, bootstrap: str = "auto",
+         flight_dir: str | None = None) -> DistContext:  # fmt: skip
     """Join the process group: NCCL on CUDA, gloo on CPU. Rendezvous through env:// so that
     torchrun's agent store is reused and every other launcher looks the same to torch.
     bootstrap='mpi' takes rank 0's address from mpi4py under any launcher that starts MPI ranks
@@ -345,6 +371,7 @@ def init(launch: LaunchEnv, device_type: str, timeout_s: int, bootstrap: str = "
     kwargs: dict[str, Any] = {}
     if device_type == "cuda":
         kwargs["device_id"] = device
+    _failure_settings(device_type, flight_dir)
     dist.init_process_group(
         backend,
         init_method="env://",
@@ -420,6 +447,16 @@ def gather_objects(ctx: DistContext, obj: Any) -> list[Any] | None:
 _ERROR_KEY = "harness/error/{}"
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel for SIGTERM when the process that started this one dies (Linux
+    PR_SET_PDEATHSIG): ranks of a supervisor killed by SIGKILL end instead of running on as
+    orphans. Nothing happens where the call is not available."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before the request: end now
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def report_error(ctx: DistContext, kind: str, message: str) -> None:
     """Leave this rank's error ('failed' or 'interrupted') in the rendezvous store, where rank 0
     can read it after the peer is gone (a peer's failure only shows on rank 0 as a broken
@@ -427,22 +464,103 @@ def report_error(ctx: DistContext, kind: str, message: str) -> None:
     import torch.distributed as dist
 
     with contextlib.suppress(Exception):
-        dist.distributed_c10d._get_default_store().set(_ERROR_KEY.format(ctx.rank), f"{kind}|{message[:2000]}")
+        stamp = f"{kind}|{time.time():.3f}|{message[:2000]}"
+        dist.distributed_c10d._get_default_store().set(_ERROR_KEY.format(ctx.rank), stamp)
 
 
-def peer_errors(ctx: DistContext) -> list[tuple[int, tuple[str, str]]]:
-    """(rank, (kind, message)) for every rank that reported an error through the store."""
+def peer_errors(ctx: DistContext) -> list[tuple[int, tuple[str, str, float]]]:
+    """(rank, (kind, message, time)) for every rank that reported an error through the store."""
     import torch.distributed as dist
 
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, tuple[str, str, float]]] = []
     with contextlib.suppress(Exception):
         store = dist.distributed_c10d._get_default_store()
         for rank in range(ctx.world_size):
             key = _ERROR_KEY.format(rank)
             if store.check([key]):
-                kind, _, message = store.get(key).decode(errors="replace").partition("|")
-                found.append((rank, (kind, message)))
+                kind, stamp, message = store.get(key).decode(errors="replace").split("|", 2)
+                found.append((rank, (kind, message, float(stamp))))
     return found
+
+
+_HEARTBEAT_KEY = "harness/heartbeat/{}"
+
+
+class Heartbeat:
+    """A thread that stamps this rank's heartbeat into the rendezvous store every `interval_s`
+    (through a connection of its own, so that it never waits behind the main thread). A rank
+    that is stopped or stuck in the kernel stops stamping; rank 0 then names it."""
+
+    def __init__(self, ctx: DistContext, interval_s: float = 1.0) -> None:
+        self.ctx, self.interval_s = ctx, interval_s
+        self._stop = threading.Event()
+        self._store = _store_client(ctx)
+        self._thread = threading.Thread(target=self._beat, name="harness-heartbeat", daemon=True)
+        if self._store is not None:
+            self._thread.start()
+
+    def _beat(self) -> None:
+        key = _HEARTBEAT_KEY.format(self.ctx.rank)
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):  # a store gone with its host: nothing to stamp into
+                self._store.set(key, repr(time.time()))
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _store_client(ctx: DistContext) -> Any:
+    import torch.distributed as dist
+
+    try:
+        return dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                             timeout=timedelta(seconds=5), wait_for_workers=False)  # fmt: skip
+    except Exception:
+        return None
+
+
+def heartbeat_ages(ctx: DistContext) -> dict[int, float | None]:
+    """Seconds since each rank's last heartbeat (None: never seen), as rank 0 finds them; empty
+    when the store cannot be reached (nothing is known then, and no rank is blamed)."""
+    store = _store_client(ctx)
+    ages: dict[int, float | None] = {}
+    if store is None:
+        return ages
+    now = time.time()
+    for rank in range(ctx.world_size):
+        key = _HEARTBEAT_KEY.format(rank)
+        try:
+            ages[rank] = now - float(store.get(key).decode()) if store is not None and store.check([key]) else None
+        except Exception:
+            ages[rank] = None
+    return ages
+
+
+def flight_record() -> bytes | None:
+    """This rank's flight recorder as JSON (the collectives it issued, and how far each got)."""
+    with contextlib.suppress(Exception):
+        import torch._C._distributed_c10d as c10d
+
+        return bytes(c10d._dump_fr_trace_json(True, True))
+    return None
+
+
+def hung_collective(record: bytes) -> str | None:
+    """The collective a flight recorder dump was waiting in: the first one enqueued but never
+    completed, e.g. 'gloo:all_reduce #17 of default_pg (16 completed)'."""
+    try:
+        data = json.loads(record)
+    except ValueError:
+        return None
+    for pg, status in (data.get("pg_status") or {}).items():
+        done = int(status.get("last_completed_collective", -1))
+        if int(status.get("last_enqueued_collective", -1)) > done:
+            for entry in data.get("entries") or []:
+                if str(entry.get("pg_id")) == str(pg) and int(entry.get("collective_seq_id", -1)) == done + 1:
+                    group = (entry.get("process_group") or ["", pg])[-1]
+                    return f"{entry.get('profiling_name')} #{done + 1} of {group} ({done} completed)"
+    return None
 
 
 def shutdown(ctx: DistContext | None, healthy: bool) -> None:

@@ -10,7 +10,9 @@ as a lost run.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import time
 import traceback
 import uuid
@@ -21,7 +23,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobStatus
 
-from harness import devices, display, dist, launch, tasks
+from harness import devices, display, dist, faults, launch, tasks
 from harness.config import compose as composer
 from harness.config.compose import quote
 from harness.config.job import JOB_FILE, Job
@@ -29,14 +31,29 @@ from harness.config.schema import number_keys
 from harness.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, RunInterrupted
 from harness.load import Invocation, build, hook, needs_ranks
 from harness.results import RunRecord, read_run, write_sweep_summary
+from harness.results.run import MANIFEST, RecordError, discard_unrecorded, write_rank_file
 from harness.tasks import Outcome
 
 _signalled: list[str] = []
+_parent: list[int] = []
+FLIGHT_DIR = "flight-recorder"
+"""Where each failing rank leaves its flight recorder dump, inside the run directory."""
+STALE_HEARTBEAT_S = 5.0
+"""A rank whose heartbeat (every second) is older than this, and that reported nothing, has
+stopped answering."""
+
+
+def _orphaned() -> bool:
+    """True in a rank whose supervisor died (the kernel's parent-death signal woke it): the
+    rendezvous store lived in the supervisor, so nothing can be asked of it."""
+    return bool(_parent) and os.getppid() != _parent[0]
 
 
 def _on_signal(signum: int, _frame: Any) -> None:
     name = signal.Signals(signum).name
     _signalled.append(name)
+    if _orphaned():
+        raise RunInterrupted(f"interrupted by {name}: the harness supervisor died")
     raise RunInterrupted(f"interrupted by {name}")
 
 
@@ -116,12 +133,31 @@ def run_job(job: Job) -> int:
 def supervise(job: Job) -> int:
     """Start the job's ranks on this host and stay as their supervisor: the job file is written
     first, the ranks read it, and this process closes the record if rank 0 could not."""
-    job.run_dir.mkdir(parents=True, exist_ok=True)
-    job_file = job.write(job.run_dir)
-    code = launch.launch_local(job.nproc, job_file, job.run_dir)
-    if (job.run_dir / "manifest.json").exists():
-        display.console.print(f"results: {job.run_dir}")
-    return code
+    try:
+        job_file = job.write(job.run_dir)
+    except RecordError as exc:
+        return _unrecorded(job, exc)
+    ended = launch.launch_local(job.nproc, job_file, job.run_dir, job.config.launch.grace_s)
+    if not (job.run_dir / MANIFEST).exists():  # rank 0 ended before it could write one
+        try:
+            record = RunRecord.create(job.config.results.dir, task=job.task, config=manifest_config(job),
+                                      keep=number_keys(), launcher="local", world_size=job.nproc,
+                                      run_id=job.run_id, sweep_id=job.sweep_id)  # fmt: skip
+            status = "failed" if ended.status == "ok" else ended.status
+            record.finish(status, ended.error or "rank 0 ended before writing its record",
+                          exit_code=ended.code or EXIT_FAILED)  # fmt: skip
+        except RecordError as exc:
+            return _unrecorded(job, exc)
+    display.console.print(f"results: {job.run_dir}")
+    return ended.code or (EXIT_OK if read_run(job.run_dir).status == "ok" else EXIT_FAILED)
+
+
+def _unrecorded(job: Job, exc: RecordError) -> int:
+    """No record of the run could be written (a full disk): one line, and no folder left that
+    could be taken for a result."""
+    discard_unrecorded(job.run_dir)
+    display.error_line(f"{exc.strerror}; the run was not recorded")
+    return EXIT_FAILED
 
 
 def run_here(job: Job) -> int:
@@ -138,21 +174,25 @@ def run_here(job: Job) -> int:
     except BaseException as exc:
         outcome = _failure(None, job, exc)
     _ignore_signals()
-    if record is None:  # a command that keeps no record: what it shows, or its one error line
+    if record is None:  # a command that keeps no record (or could not start one): its one error line
+        if task.records:
+            discard_unrecorded(job.run_dir)
         if outcome.show:
             outcome.show()
         if outcome.status != "ok":
             display.error_line(outcome.error or outcome.status)
         return outcome.code
-    _close(record, outcome, show_path=True)
-    return outcome.code
+    return _close(record, outcome, show_path=True).code
 
 
 def rank_main(job_file: Path) -> int:
-    """`harness _rank config.json`: a rank started by the harness's own launcher."""
+    """`harness _rank config.json`: a rank started by the harness's own launcher (it ends when
+    its supervisor dies)."""
     outer = dist.detect()
     if outer is None:
         raise ConfigError("'_rank' runs under the harness's own launcher")
+    _parent.append(os.getppid())
+    dist.die_with_parent(_parent[0])
     return run_rank(Job.read(job_file), replace(outer, launcher="local"))
 
 
@@ -193,13 +233,21 @@ def run_rank(job: Job, launch_env: dist.LaunchEnv) -> int:
     record: RunRecord | None = None
     outcome = Outcome()
     crashed = False
+    heartbeat = None
     try:
         cfg = job.config
-        ctx = dist.init(launch_env, job.device_type, cfg.launch.timeout_s, cfg.launch.bootstrap)
+        ctx = dist.init(launch_env, job.device_type, cfg.launch.timeout_s, cfg.launch.bootstrap,
+                        flight_dir=str(job.run_dir / FLIGHT_DIR))  # fmt: skip
+        if ctx.launch.launcher != "local":  # each rank of an outer launcher named a run: rank 0's is the one
+            job = replace(job, run_id=dist.broadcast_object(ctx, job.run_id))
+        heartbeat = dist.Heartbeat(ctx)
         if ctx.is_root:
             record = _create_record(job, ctx.launch.launcher, ctx.world_size)
+            record.start_heartbeat()
         info = {"rank": ctx.rank, "local_rank": ctx.launch.local_rank, "host": dist.host_name()}
         infos = dist.gather_objects(ctx, {**info, **devices.describe(ctx.device)})
+        if infos:
+            ctx.hosts = {i["rank"]: i["host"] for i in infos}
         if record and infos:
             record.update(hosts=sorted({i["host"] for i in infos}), devices=infos, rendezvous=ctx.rendezvous)
         outcome = hook(tasks.TASKS[job.task], "run")(job, ctx, record)
@@ -208,58 +256,121 @@ def run_rank(job: Job, launch_env: dist.LaunchEnv) -> int:
         # Finish the record before anything else can stop this rank (the launcher's SIGTERM to
         # survivors, a second Ctrl-C).
         _ignore_signals()
-        outcome = _failure(ctx, job, exc)
+        outcome = _failure(ctx, job, exc, record)
     finally:
         _ignore_signals()  # nothing may cut the record or the teardown short
-        _close(record, outcome, show_path=bool(ctx and ctx.launch.launcher != "local"))
+        external = bool(ctx and ctx.launch.launcher != "local")
+        outcome = _close(record, outcome, show_path=external)
+        if record is None and external and ctx and ctx.is_root and outcome.status != "ok":
+            display.error_line(f"run {outcome.status}: {outcome.error}")  # no record, and no supervisor to say it
     # Only rank 0 knows whether a check failed: health is "no rank crashed", so that every rank
     # passes the final barrier together (on NCCL a skipped barrier leaves the others waiting).
     dist.shutdown(ctx, healthy=not crashed)
+    if heartbeat:  # beats through the final barrier: a rank done early must not look hung
+        heartbeat.stop()
     return outcome.code
 
 
-def _describe(rank: Any, exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"rank {rank}: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-def _peer_failures(ctx: dist.DistContext) -> list[str]:
-    """Errors other ranks reported. A peer's failure reaches rank 0 as a broken connection, or
-    as the SIGTERM its launcher sends to the survivors; the peer's own report says why."""
-    time.sleep(0.2)  # the failing peer writes its report before it exits
-    return [msg for rank, (kind, msg) in dist.peer_errors(ctx) if rank != ctx.rank and kind == "failed"]
-
-
-def _failure(ctx: dist.DistContext | None, job: Job, exc: BaseException) -> Outcome:
-    """The outcome of an exception on this rank (or in a task without ranks)."""
-    interrupted = isinstance(exc, RunInterrupted | KeyboardInterrupt) or bool(_signalled)
-    rank = ctx.rank if ctx else ("?" if needs_ranks(job) else 0)
-    error = _describe(rank, exc)
+def _what(exc: BaseException) -> str:
+    """An exception in one line: 'RuntimeError: boom'."""
     if isinstance(exc, KeyboardInterrupt):
-        error = f"rank {rank}: interrupted by SIGINT"
-    if ctx:
-        dist.report_error(ctx, "interrupted" if interrupted else "failed", error)
-    peers = _peer_failures(ctx) if ctx and ctx.is_root else []
-    if peers:
-        return Outcome("failed", "; ".join(peers), EXIT_FAILED)
+        return "interrupted by SIGINT"
+    if isinstance(exc, RunInterrupted):
+        return str(exc)
+    if isinstance(exc, RecordError):  # 'cannot write rows.jsonl in DIR: No space left on device'
+        return str(exc.strerror)
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _failure(ctx: dist.DistContext | None, job: Job, exc: BaseException, record: RunRecord | None = None) -> Outcome:
+    """The outcome of an exception on this rank (or in a task without ranks). Every rank leaves
+    its error in the store and its flight recorder in the run directory; rank 0 names who failed
+    first (its own error, its peers' reports, ranks that stopped answering)."""
+    interrupted = isinstance(exc, RunInterrupted | KeyboardInterrupt) or bool(_signalled)
+    what = _what(exc)
+    if ctx is None:
+        rank = "?" if needs_ranks(job) else 0
+        if isinstance(exc, ConfigError):
+            return Outcome("failed", str(exc), EXIT_BAD_INPUT)
+        if not interrupted and not isinstance(exc, RecordError):
+            traceback.print_exc()
+        return Outcome("interrupted" if interrupted else "failed", f"rank {rank}: {what}",
+                       EXIT_INTERRUPTED if interrupted else EXIT_FAILED)  # fmt: skip
+    if _orphaned():  # no store, no peers to ask: record what happened and end
+        return Outcome("interrupted", f"rank {ctx.rank}: {what}", EXIT_INTERRUPTED)
+    dist.report_error(ctx, "interrupted" if interrupted else "failed", what)
+    flight = dist.flight_record()
+    if flight:
+        write_rank_file(job.run_dir, f"{FLIGHT_DIR}/rank-{ctx.rank}.json", flight)
+    if interrupted or isinstance(exc, ConfigError | RecordError):
+        pass  # those say all in one line
+    elif not ctx.is_root and faults.is_consequence(what):  # a peer's failure seen from here: rank 0 names it
+        print(f"rank {ctx.rank}: {what[:300]}", file=sys.stderr)
+    else:
+        traceback.print_exc()
+    if not ctx.is_root:
+        code = EXIT_INTERRUPTED if interrupted else EXIT_BAD_INPUT if isinstance(exc, ConfigError) else EXIT_FAILED
+        return Outcome("interrupted" if interrupted else "failed", what, code)
+    failures, peers_failed = _attribute(ctx)
+    if record is not None:
+        hung = dist.hung_collective(flight) if flight else None
+        files = sorted(p.name for p in (job.run_dir / FLIGHT_DIR).glob("rank-*.json"))
+        with contextlib.suppress(RecordError):  # a full disk: finish tries again with less
+            recorder = {"dir": FLIGHT_DIR, "files": files, "hung": hung} if files else None
+            record.update(failures=[f.to_dict() for f in failures], flight_recorder=recorder)
+    error = faults.describe(failures) or f"rank {ctx.rank}: {what}"
+    if peers_failed:
+        return Outcome("failed", error, EXIT_FAILED)
     if interrupted:
         return Outcome("interrupted", error, EXIT_INTERRUPTED)
     if isinstance(exc, ConfigError):  # found only once the world was known (groups that do not divide it)
         return Outcome("failed", error, EXIT_BAD_INPUT)
-    traceback.print_exc()
     return Outcome("failed", error, EXIT_FAILED)
 
 
-def _close(record: RunRecord | None, outcome: Outcome, *, show_path: bool) -> None:
-    """Rank 0: the final manifest, then what the task shows, then the results line."""
+def _attribute(ctx: dist.DistContext) -> tuple[list[faults.Failure], bool]:
+    """Rank 0: every rank's failure as the store shows it, the first one named; and whether a
+    peer failed (rather than was interrupted). A rank that reported nothing and whose heartbeat
+    went stale stopped answering (a hang, or a process killed without a word)."""
+    deadline = time.monotonic() + 3.0
+    while True:
+        reports = dict(dist.peer_errors(ctx))
+        ages = dist.heartbeat_ages(ctx)
+        silent = {r: a for r, a in ages.items() if r not in reports}
+        # A silent rank still beating may be about to report (or to be killed): wait a little.
+        if all(a is None or a > STALE_HEARTBEAT_S for a in silent.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    found = [faults.Failure(rank, ctx.hosts.get(rank), message, faults.iso(when))
+             for rank, (_kind, message, when) in reports.items()]  # fmt: skip
+    for rank, age in silent.items():
+        if age is None or age > STALE_HEARTBEAT_S:
+            since = "never beat" if age is None else f"last heartbeat {age:.0f} s before rank 0 gave up"
+            last = faults.iso(time.time() - age) if age is not None else None
+            found.append(faults.Failure(rank, ctx.hosts.get(rank), f"stopped answering ({since})", last))
+    peers_failed = any(kind == "failed" for rank, (kind, *_) in reports.items() if rank != ctx.rank) or any(
+        age is None or age > STALE_HEARTBEAT_S for age in silent.values())  # fmt: skip
+    return faults.rank_order(found), peers_failed
+
+
+def _close(record: RunRecord | None, outcome: Outcome, *, show_path: bool) -> Outcome:
+    """Rank 0: the final manifest, then what the task shows, then the results line. Returns the
+    outcome, failed when the record could not be finished (a full disk: one line says so)."""
     if record is None:
-        return
+        return outcome
     # What the task shows goes into console.log too; then the record is final and read-only.
     if outcome.show:
         outcome.show()
     if outcome.status != "ok":
         display.error_line(f"run {outcome.status}: {outcome.error}")
     display.log_to(None)
-    record.finish(outcome.status, outcome.error, exit_code=outcome.code, reason=outcome.reason)
-    if show_path:  # the local launcher prints it after its ranks end
+    try:
+        record.finish(outcome.status, outcome.error, exit_code=outcome.code, reason=outcome.reason)
+    except RecordError as exc:
+        if outcome.status == "ok":  # a failed run has said so already; the record adds why it is short
+            display.error_line(str(exc.strerror))
+        outcome = Outcome("failed", str(exc.strerror), outcome.code or EXIT_FAILED)
+    if show_path and (record.path / MANIFEST).exists():  # the local launcher prints it after its ranks end
         display.console.print(f"results: {record.path}")
+    return outcome

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.config import codec
 from harness.config.schema import RunConfig, seal
 from harness.errors import ConfigError
-from harness.results.provenance import is_secret_name
+from harness.results.provenance import REDACTED, is_secret_name, looks_like_secret
 from harness.results.run import write_job_file
 
 JOB_FILE = "config.json"
@@ -34,7 +35,8 @@ _ENV = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def secret_keys(raw: Mapping[str, Any], prefix: str = "") -> tuple[str, ...]:
-    """Dotted keys whose (unresolved) value reads a secret-named environment variable."""
+    """Dotted keys whose (unresolved) value reads a credential from the environment (by the
+    variable's name or its value's shape): they stay unresolved in every file a run writes."""
     found: list[str] = []
     for key, value in raw.items():
         path = f"{prefix}{key}"
@@ -48,7 +50,23 @@ def secret_keys(raw: Mapping[str, Any], prefix: str = "") -> tuple[str, ...]:
 
 
 def _reads_secret(text: str) -> bool:
-    return any(is_secret_name(name) for name in _ENV.findall(text))
+    """True when `text` interpolates an environment variable named like a credential, or one
+    whose value (here) is shaped like one."""
+    return any(is_secret_name(name) or looks_like_secret(os.environ.get(name, "")) for name in _ENV.findall(text))
+
+
+def _without(data: Any, values: set[str]) -> Any:
+    """`data` with every string holding one of `values` redacted: a plan may copy a config value
+    (accept's hardware profile), and a secret copied there must not reach the job file either."""
+    if not values:
+        return data
+    if isinstance(data, Mapping):
+        return {k: _without(v, values) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_without(v, values) for v in data]
+    if isinstance(data, str) and any(v in data for v in values):
+        return REDACTED
+    return data
 
 
 def typed(cfg: DictConfig) -> RunConfig:
@@ -114,8 +132,19 @@ class Job:
             "nproc": self.nproc,
             "secrets": list(self.secrets),
             "config": self.config_dict(),
-            "plan": codec.encode(self.plan),
+            "plan": _without(codec.encode(self.plan), self._secret_values()),
         }
+
+    def _secret_values(self) -> set[str]:
+        """The resolved values of the secret keys (what must not be written)."""
+        values = set()
+        for key in self.secrets:
+            node: Any = self.config
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, Mapping) else getattr(node, part, None)
+            if isinstance(node, str) and node:
+                values.add(node)
+        return values
 
     def write(self, folder: Path) -> Path:
         """config.json in the run directory `folder` (atomically); returns its path."""

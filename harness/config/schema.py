@@ -53,6 +53,9 @@ class LaunchConfig(Sealable):
     timeout_s: int = 600
     """Seconds a collective may wait for its peers before the run fails (process-group timeout);
     1 to 86400 (a day)."""
+    grace_s: int = 5
+    """Seconds a rank gets to end after SIGTERM once the job is failing (then SIGKILL): a hang ends
+    within launch.timeout_s + launch.grace_s."""
     bootstrap: str = "auto"
     """How ranks find rank 0: auto (mpi4py under mpiexec, the launcher's variables otherwise) or
     mpi (rank 0 broadcasts its address over mpi4py, e.g. under srun --mpi=pmi2 or pmix)."""

@@ -145,6 +145,7 @@ def validate_common(cfg: RunConfig) -> None:
         raise ConfigError(f"debug.fault={cfg.debug.fault!r}{did_you_mean(cfg.debug.fault, FAULTS)}; "
                           f"choices: {', '.join(FAULTS)}")  # fmt: skip
     int_at_least("launch.timeout_s", cfg.launch.timeout_s, 1, MAX_TIMEOUT_S)
+    int_at_least("launch.grace_s", cfg.launch.grace_s, 0, 600)
     if cfg.launch.bootstrap not in ("auto", "mpi"):
         raise ConfigError(f"launch.bootstrap={cfg.launch.bootstrap!r}; choices: auto, mpi")
     int_at_least("telemetry.interval_ms", cfg.telemetry.interval_ms, 1)

@@ -1,13 +1,18 @@
 """What a manifest records about where a run came from: versions, git, hosts, environment.
 
-Secrets never reach a manifest: environment variables and config keys whose names look like
-tokens, keys or passwords are redacted, whatever their value.
+Secrets never reach a manifest, by name or by value: environment variables and config keys
+whose names look like tokens, keys or passwords are redacted whatever their value, and any value
+shaped like a credential (a known token prefix, a JWT, a PEM block, a password in a URL, a long
+random string) is redacted whatever its name. What the harness itself writes (git SHA, checksums,
+GPU UUIDs, run and sweep ids) is never passed through here, and UUIDs are never taken for keys.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import itertools
+import math
 import os
 import platform
 import re
@@ -61,6 +66,74 @@ _ENV_NAMES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", 
 _PACKAGES = ("torch", "deepspeed", "hydra-core", "omegaconf", "mpi4py", "triton", "numpy", "submitit", "wandb")
 
 
+# Credentials by shape. Prefixes are those their issuers document: GitHub (ghp_, gho_, ghu_,
+# ghs_, ghr_, github_pat_), Hugging Face (hf_), OpenAI and Anthropic (sk-), AWS access key ids
+# (AKIA, ASIA), Slack (xoxb-, xoxp-, ...), GitLab (glpat-), Google API keys (AIza), npm (npm_).
+_PREFIXED = re.compile(
+    r"(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|hf_[A-Za-z0-9]{20,}"
+    r"|sk-[A-Za-z0-9_\-]{20,}|(?:AKIA|ASIA)[A-Z0-9]{16}|xox[abposr]-[A-Za-z0-9\-]{10,}"
+    r"|glpat-[A-Za-z0-9_\-]{20,}|AIza[0-9A-Za-z_\-]{35}|npm_[A-Za-z0-9]{36})"
+)
+_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)", re.S)
+_URL_PASSWORD = re.compile(r"(?<=://)([^/\s:@]+):([^/\s@]+)@")
+_LONG = re.compile(r"[A-Za-z0-9+/=_\-]{24,}")
+_UUID = re.compile(r"(?:GPU-|MIG-)?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_HEX = re.compile(r"[0-9a-fA-F]{32,}")
+_SEPARATORS = re.compile(r"[-_./+=]")
+MIN_ENTROPY = 4.0
+"""Bits per character a long token must reach to be taken for a key (random base64 of 40
+characters measures about 5)."""
+MIN_SWITCHES = 0.42
+"""Share of neighbouring characters in different classes (lower, upper, digit) a long token
+must reach to be taken for a key."""
+
+
+def _entropy(text: str) -> float:
+    counts = {c: text.count(c) for c in set(text)}
+    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
+
+
+def _class(c: str) -> int:
+    return 0 if c.islower() else 1 if c.isupper() else 2
+
+
+def _random_token(token: str, whole: bool) -> bool:
+    """A long string that is a key: 24 or more letters and digits that switch between lower
+    case, upper case and digits as often as random ones do (about 0.6 of neighbours; words and
+    identifiers switch at word starts, well under 0.42), with the entropy of random text. A bare
+    hexadecimal string counts only when it is the whole value (a WANDB key): hex inside a path is
+    a content hash, not a credential. Shapes are a net, not a guarantee (about 1 random key in
+    50 passes it): a credential-named variable is redacted whatever its value."""
+    if _UUID.fullmatch(token):
+        return False
+    if _HEX.fullmatch(token):
+        return whole and any(c.isdigit() for c in token) and any(c.isalpha() for c in token) and _entropy(token) >= 3
+    core = _SEPARATORS.sub("", token)
+    if len(core) < 24 or not all(any(_class(c) == k for c in core) for k in (0, 1, 2)):
+        return False
+    switches = sum(_class(a) != _class(b) for a, b in itertools.pairwise(core)) / (len(core) - 1)
+    return switches >= MIN_SWITCHES and _entropy(token) >= MIN_ENTROPY
+
+
+def scrub(text: str) -> str:
+    """`text` with every credential-shaped part replaced by <redacted> (the rest kept, so that
+    an error message or a URL still says what it said)."""
+    if not text:
+        return text
+    text = _PEM.sub(REDACTED, text)
+    text = _JWT.sub(REDACTED, text)
+    text = _PREFIXED.sub(REDACTED, text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
+    whole = text.strip()
+    return _LONG.sub(lambda m: REDACTED if _random_token(m.group(0), m.group(0) == whole) else m.group(0), text)
+
+
+def looks_like_secret(value: str) -> bool:
+    """True when `value` holds something shaped like a credential."""
+    return scrub(value) != value
+
+
 def is_secret_name(name: str) -> bool:
     """True for credential names: HF_TOKEN, WANDB_API_KEY, db_password, aws_secret_access_key;
     False for kernel_tokens, max_bytes, TOKENIZERS_PARALLELISM."""
@@ -68,18 +141,23 @@ def is_secret_name(name: str) -> bool:
 
 
 def redact(value: Any, keep: frozenset[str] = frozenset(), prefix: str = "") -> Any:
-    """A copy of a nested mapping/list with the values of credential-named keys replaced. Keys
-    in `keep` (dotted paths, e.g. those a schema declares as numbers or sizes) are never replaced,
-    whatever they are called."""
+    """A copy of a nested mapping/list with the values of credential-named keys replaced, and
+    credential-shaped parts of every string scrubbed. Keys in `keep` (dotted paths: those a
+    schema declares as numbers or sizes, the run's own ids) are never replaced."""
     if isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
             path = f"{prefix}{key}"
-            secret = is_secret_name(str(key)) and path not in keep and item is not None
+            if path in keep:
+                out[key] = item
+                continue
+            secret = is_secret_name(str(key)) and item is not None
             out[key] = REDACTED if secret else redact(item, keep, f"{path}.")
         return out
     if isinstance(value, list | tuple):
         return [redact(v, keep, prefix) for v in value]
+    if isinstance(value, str):
+        return scrub(value)
     return value
 
 

@@ -7,12 +7,16 @@ manifest that does not say `ok`); `finish` writes the final status and makes the
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
 import secrets
 import socket
 import stat
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,14 +57,29 @@ def _finite(value: Any) -> Any:
     return value
 
 
+class RecordError(OSError):
+    """The run record could not be written (a full disk, an I/O error): one line says so."""
+
+
+OWN_IDS = frozenset({"results.run_id", "results.sweep_id"})
+"""Config keys the harness fills itself: never taken for secrets, whatever they look like."""
+HEARTBEAT_S = 10.0
+"""How often a running record stamps heartbeat_at (readers call a run abandoned after 60 s)."""
+
+
 @dataclass
 class RunRecord:
-    """One run directory, owned by rank 0 (or the local launcher when rank 0 is gone)."""
+    """One run directory, owned by rank 0 (or the local launcher when rank 0 is gone).
+
+    Every write goes through `_guard`: a full disk or an I/O error becomes a RecordError with
+    one line, and `finish` then leaves no manifest claiming `running` behind."""
 
     path: Path
     manifest: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
     _log: Any = field(default=None, repr=False)
+    _lock: Any = field(default_factory=threading.RLock, repr=False)
+    _beat: Any = field(default=None, repr=False)
 
     @property
     def run_id(self) -> str:
@@ -85,7 +104,8 @@ class RunRecord:
         run_id = run_id or new_run_id(task)
         path = Path(results_dir) / run_id
         # `harness slurm submit` makes the folder (with the job script) before the job starts.
-        path.mkdir(parents=True, exist_ok=True)
+        with _guard(path, "make the run directory"):
+            path.mkdir(parents=True, exist_ok=True)
         if (path / MANIFEST).exists():
             raise FileExistsError(f"{path} already holds a run")
         manifest: dict[str, Any] = {
@@ -95,7 +115,7 @@ class RunRecord:
             "status": "running",
             "started_at": utc_now(),
             "finished_at": None,
-            "config": provenance.redact(config, keep),
+            "config": provenance.redact(config, keep | OWN_IDS),
             **provenance.git_sha(),
             "versions": provenance.versions(),
             "launcher": launcher,
@@ -112,15 +132,30 @@ class RunRecord:
             "exit_code": None,
             "reason": None,
             "sweep_id": sweep_id,
+            "heartbeat_at": utc_now(),
         }
         record = cls(path, manifest)
         record._write_manifest()
         return record
 
+    def start_heartbeat(self, interval_s: float = HEARTBEAT_S) -> None:
+        """Stamp heartbeat_at every interval_s until finish: a record whose owner died stops
+        beating, and readers call it abandoned rather than running for ever."""
+
+        def beat() -> None:
+            while not stop.wait(interval_s):
+                with contextlib.suppress(OSError):  # a full disk: the next stamp may get through
+                    self.update(heartbeat_at=utc_now())
+
+        stop = threading.Event()
+        self._beat = stop
+        threading.Thread(target=beat, name="harness-record-heartbeat", daemon=True).start()
+
     def update(self, **fields: Any) -> None:
         """Change manifest fields (hosts, devices, ...) and rewrite it."""
-        self.manifest.update(fields)
-        self._write_manifest()
+        with self._lock:
+            self.manifest.update(fields)
+            self._write_manifest()
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         """Append rows (each validated against the row schema) and rewrite rows.jsonl atomically."""
@@ -128,7 +163,8 @@ class RunRecord:
             row = _finite({"run_id": self.run_id, **row})
             validate_row(row, SCHEMA_VERSION)  # what this harness writes is always the current version
             self.rows.append(row)
-        write_jsonl_atomic(self.path / ROWS, self.rows)
+        with self._lock, _guard(self.path, f"write {ROWS}"):
+            write_jsonl_atomic(self.path / ROWS, self.rows)
         failed = sum(1 for row in self.rows if not row["passed"])
         self.update(rows=len(self.rows), failed_rows=failed)
 
@@ -136,13 +172,15 @@ class RunRecord:
         """Write a further file (a plot) into the run directory, atomically, and list it."""
         if "/" in name or name in (MANIFEST, ROWS) or name.startswith("."):
             raise ValueError(f"not a file name for a run directory: {name!r}")
-        write_atomic(self.path / name, data)
+        with _guard(self.path, f"write {name}"):
+            write_atomic(self.path / name, data)
         self.update(files=sorted({*self.manifest.get("files", []), name}))
 
     def console_log(self) -> Any:
         """console.log of this run, open for appending (closed by finish)."""
         if self._log is None:
-            self._log = open(self.path / CONSOLE_LOG, "a", encoding="utf-8")  # noqa: SIM115 (closed by finish)
+            with _guard(self.path, f"open {CONSOLE_LOG}"):
+                self._log = _QuietLog(open(self.path / CONSOLE_LOG, "a", encoding="utf-8"))  # noqa: SIM115
             self.update(files=sorted({*self.manifest.get("files", []), CONSOLE_LOG}))
         return self._log
 
@@ -162,17 +200,60 @@ class RunRecord:
             exit_code = {"ok": 0, "interrupted": 130}.get(status, 1)
         if reason is None:
             reason = {"ok": "ok", "interrupted": "interrupted"}.get(status, "failed")
-        if not (self.path / ROWS).exists():
-            write_jsonl_atomic(self.path / ROWS, self.rows)
-        self.update(status=status, finished_at=utc_now(), error=error, exit_code=exit_code, reason=reason)
+        if self._beat is not None:
+            self._beat.set()
         self.close_log()
+        final = {"status": status, "finished_at": utc_now(), "error": error, "exit_code": exit_code, "reason": reason}
+        try:
+            if not (self.path / ROWS).exists():
+                with _guard(self.path, f"write {ROWS}"):
+                    write_jsonl_atomic(self.path / ROWS, self.rows)
+            self.update(**final)
+        except RecordError as exc:
+            # An incomplete record is never `ok`: it says what could not be written.
+            failed = {"status": "failed", "reason": "failed", "exit_code": exit_code or 1,
+                      "error": error if error and exc.strerror in error else "; ".join(e for e in (error, exc.strerror) if e)}  # fmt: skip
+            self._last_word(final | failed)
+            raise
         for name in (MANIFEST, ROWS, JOB_FILE, *self.manifest.get("files", [])):
             if (self.path / name).exists():
                 os.chmod(self.path / name, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
 
     def _write_manifest(self) -> None:
+        # Error texts quote what failed (a URL, a command line): no credential goes through.
+        for key in ("error", "notes", "failures"):
+            if self.manifest.get(key):
+                self.manifest[key] = provenance.redact(self.manifest[key])
         validate_manifest(self.manifest)
-        write_json_atomic(self.path / MANIFEST, self.manifest)
+        with _guard(self.path, f"write {MANIFEST}"):
+            write_json_atomic(self.path / MANIFEST, self.manifest)
+
+    def _last_word(self, final: dict[str, Any]) -> None:
+        """The manifest could not be finished (a full disk): never leave one that says running.
+        Its old copy goes (which frees its blocks), then a minimal final one is tried; if even
+        that does not fit, the run directory has no manifest and reads as damaged."""
+        with contextlib.suppress(OSError):
+            (self.path / MANIFEST).unlink()
+        keep = ("schema_version", "run_id", "task", "started_at", "config", "git_sha", "versions", "launcher",
+                "world_size", "hosts", "devices", "rows", "failed_rows", "files", "sweep_id", "failures",
+                "flight_recorder")  # fmt: skip
+        minimal = {k: self.manifest[k] for k in keep if k in self.manifest} | final | {
+            "config": {}, "devices": [], "versions": {"python": None, "torch": None}}  # fmt: skip
+        with contextlib.suppress(OSError):
+            write_json_atomic(self.path / MANIFEST, minimal)
+
+    def amend(self, **fields: Any) -> None:
+        """Change a finished record (the supervisor naming who failed first): the files stay
+        read-only around it."""
+        target = self.path / MANIFEST
+        with self._lock:
+            with contextlib.suppress(OSError):
+                os.chmod(target, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+            try:
+                self.update(**fields)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.chmod(target, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
 
     @classmethod
     def load(cls, path: str | Path) -> RunRecord:
@@ -218,7 +299,73 @@ def write_sweep_summary(results_dir: str | Path, sweep_id: str, entries: list[di
 
 def write_job_file(run_dir: Path, name: str, data: dict[str, Any]) -> Path:
     """The job file of a run directory (made here if need be), written atomically."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / name
-    write_atomic(path, json.dumps(data, indent=2) + "\n")
+    with _guard(run_dir, f"write {name}"):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / name
+        write_atomic(path, json.dumps(data, indent=2) + "\n")
     return path
+
+
+def write_rank_file(run_dir: Path, name: str, data: bytes) -> Path | None:
+    """A file a rank leaves in its run directory while failing (its flight recorder dump, under
+    a subfolder): best effort, None when it could not be written."""
+    path = Path(run_dir) / name
+    if not Path(run_dir).is_dir():  # never a run directory of its own: only rank 0 creates one
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data)
+    except OSError:
+        return None
+    return path
+
+
+def discard_unrecorded(run_dir: Path) -> bool:
+    """Remove a run directory that has no manifest (none could be written: a full disk), with
+    what its ranks left in it, so that no folder is taken for a result. A directory with a
+    manifest is never touched. True when it is gone."""
+    run_dir = Path(run_dir)
+    if (run_dir / MANIFEST).exists():
+        return False
+    for path in sorted(run_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+    try:
+        run_dir.rmdir()
+    except OSError:
+        return False
+    return True
+
+
+class _QuietLog:
+    """console.log: a copy of what is printed. A full disk must not stop the run from printing
+    to its terminal, so its write errors are swallowed (the run's record says what failed)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def write(self, text: str) -> int:
+        with contextlib.suppress(OSError, ValueError):
+            self.handle.write(provenance.scrub(text))
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.handle.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.handle.close()
+
+
+@contextlib.contextmanager
+def _guard(path: Path, what: str) -> Iterator[None]:
+    """OSError from the disk (ENOSPC, EIO, EDQUOT, EROFS) as a RecordError of one line."""
+    try:
+        yield
+    except RecordError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise RecordError(exc.errno, f"cannot {what} in {path}: {exc.strerror}") from None
+        raise

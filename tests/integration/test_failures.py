@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.dist import host_name
 from tests.conftest import harness_env, need, run_cmd
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,10 @@ def test_exception_on_another_rank_is_recorded_by_rank_0(results_dir: Path) -> N
     assert run.proc.returncode == 1, run.output
     run.validate()
     assert run.manifest["status"] == "failed"
-    assert "rank 1: RuntimeError: injected fault (debug.fault=raise) on rank 1" in run.manifest["error"]
+    assert run.manifest["error"].startswith(
+        f"rank 1 on {host_name()}: RuntimeError: injected fault (debug.fault=raise)"
+    )
+    assert run.manifest["failures"][0]["rank"] == 1 and run.manifest["failures"][1]["role"] == "consequence"
     assert run.manifest["finished_at"] is not None
 
 
