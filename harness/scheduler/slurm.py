@@ -23,7 +23,7 @@ from harness.config.compose import quote
 from harness.config.job import Job
 from harness.config.schema import SlurmConfig
 from harness.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, ConfigError
-from harness.results import DamagedRun, read_manifest
+from harness.results import DamagedRun, read_manifest, read_run, write_sweep_summary
 from harness.results.atomic import write_atomic
 from harness.scheduler.render import SlurmOptions, render
 
@@ -167,20 +167,26 @@ def _manifest(run_dir: Path | None) -> dict[str, Any]:
 
 
 def show_array(run_dir: Path, job_id: str, state: str) -> int:
-    """The sweep summary: every element's arguments, status and headline figure."""
+    """The sweep summary: every element's arguments, status and headline figure; kept as
+    sweeps/<sweep id>/summary.json beside the runs, as a local sweep keeps it."""
     submission = _submission(run_dir)
     display.console.print(f"array job {job_id}: {state}")
     failed = 0
+    entries = []
     for index, run_id in enumerate(submission.get("runs", [])):
         element_dir = run_dir.parent / run_id
-        manifest = _manifest(element_dir)
-        status = manifest.get("status", "missing")
+        run = read_run(element_dir)
+        status = "missing" if run.status in ("unknown", "pending") else run.status
         failed += status != "ok"
-        headline = next(iter((manifest.get("summary") or {}).items()), None)
-        figure = f"{headline[0]} {json.dumps(headline[1])[:120]}" if headline else "-"
         args = " ".join(submission["elements"][index])
-        where = element_dir if manifest else ""
-        display.console.print(f"  [{index}] {status:<11} {args}  {figure}  {where}", markup=False)
+        where = element_dir if status != "missing" else ""
+        display.console.print(f"  [{index}] {status:<11} {args}  {run.headline or '-'}  {where}", markup=False)
+        headline = str(run.headline) if run.headline else None
+        entries.append({"element": index, "run_id": run_id, "status": status, "exit_code": run.exit_code,
+                        "headline": headline, "args": submission["elements"][index]})  # fmt: skip
+    if submission.get("sweep_id"):
+        summary = write_sweep_summary(run_dir.parent, submission["sweep_id"], entries)
+        display.console.print(f"sweep summary: {summary}")
     display.console.print(f"results: {run_dir}")
     return EXIT_OK if not failed else EXIT_FAILED
 
