@@ -331,8 +331,8 @@ def _failure_settings(device_type: str, flight_dir: str | None) -> None:
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "3")
         os.environ.setdefault("TORCH_NCCL_DUMP_ON_TIMEOUT", "1")
         os.environ.setdefault("TORCH_NCCL_ENABLE_MONITORING", "1")
-        if flight_dir:
-            os.environ.setdefault("TORCH_FR_DUMP_TEMP_FILE", os.path.join(flight_dir, "rank-"))
+        if flight_dir:  # NCCL's watchdog dump, which torch's fr_trace reads (-p rank- <dir>/nccl)
+            os.environ.setdefault("TORCH_FR_DUMP_TEMP_FILE", os.path.join(flight_dir, "nccl", "rank-"))
 
 
 def init(launch: LaunchEnv, device_type: str, timeout_s: int, bootstrap: str = "auto",
@@ -538,7 +538,7 @@ def heartbeat_ages(ctx: DistContext) -> dict[int, float | None]:
 
 
 def flight_record() -> bytes | None:
-    """This rank's flight recorder as JSON (the collectives it issued, and how far each got)."""
+    """This rank's flight recorder as JSON: the collectives it issued, and how far each got."""
     with contextlib.suppress(Exception):
         import torch._C._distributed_c10d as c10d
 
@@ -546,20 +546,37 @@ def flight_record() -> bytes | None:
     return None
 
 
-def hung_collective(record: bytes) -> str | None:
-    """The collective a flight recorder dump was waiting in: the first one enqueued but never
-    completed, e.g. 'gloo:all_reduce #17 of default_pg (16 completed)'."""
+def read_flight_record(data: bytes) -> dict[str, Any] | None:
+    """A dump of flight_record() as a dict (None if it is not one)."""
     try:
-        data = json.loads(record)
+        dump = json.loads(data)
     except ValueError:
         return None
+    return dump if isinstance(dump, dict) else None
+
+
+def hung_collective(dump: dict[str, Any], failed_in_collective: bool = False) -> str | None:
+    """The collective a flight recorder dump was waiting in: the first one enqueued but never
+    completed, e.g. 'gloo:all_reduce #17 of default_pg (16 completed)'. gloo retires a collective
+    that timed out as completed, so when this rank failed in a collective (a timeout, a reset:
+    failed_in_collective) and none is pending, it is the last one the rank issued."""
+    data = dump
+    entries = data.get("entries") or []
+
+    def name(entry: dict[str, Any], pg: str, note: str) -> str:
+        group = (entry.get("process_group") or ["", pg])[-1]
+        return f"{entry.get('profiling_name')} #{entry.get('collective_seq_id')} of {group} ({note})"
+
     for pg, status in (data.get("pg_status") or {}).items():
         done = int(status.get("last_completed_collective", -1))
         if int(status.get("last_enqueued_collective", -1)) > done:
-            for entry in data.get("entries") or []:
+            for entry in entries:
                 if str(entry.get("pg_id")) == str(pg) and int(entry.get("collective_seq_id", -1)) == done + 1:
-                    group = (entry.get("process_group") or ["", pg])[-1]
-                    return f"{entry.get('profiling_name')} #{done + 1} of {group} ({done} completed)"
+                    return name(entry, pg, f"{done} completed")
+    collectives = [e for e in entries if int(e.get("collective_seq_id", -1)) >= 0]
+    if failed_in_collective and collectives:
+        last = collectives[-1]
+        return name(last, str(last.get("pg_id")), "the last this rank issued")
     return None
 
 

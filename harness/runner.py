@@ -314,7 +314,8 @@ def _failure(ctx: dist.DistContext | None, job: Job, exc: BaseException, record:
         return Outcome("interrupted" if interrupted else "failed", what, code)
     failures, peers_failed = _attribute(ctx)
     if record is not None:
-        hung = dist.hung_collective(flight) if flight else None
+        dump = dist.read_flight_record(flight) if flight else None
+        hung = dist.hung_collective(dump, faults.is_consequence(what)) if dump else None
         files = sorted(p.name for p in (job.run_dir / FLIGHT_DIR).glob("rank-*.json"))
         with contextlib.suppress(RecordError):  # a full disk: finish tries again with less
             recorder = {"dir": FLIGHT_DIR, "files": files, "hung": hung} if files else None

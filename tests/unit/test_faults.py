@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from harness import faults
-from harness.dist import hung_collective
+from harness.dist import hung_collective, read_flight_record
 from harness.faults import Failure
 
 
@@ -53,7 +53,14 @@ def test_the_hung_collective_is_read_from_a_flight_recorder_dump() -> None:
                          "process_group": ["0", "default_pg"]},
                         {"pg_id": 0, "collective_seq_id": 18, "profiling_name": "gloo:broadcast",
                          "process_group": ["0", "default_pg"]}]}  # fmt: skip
-    assert hung_collective(json.dumps(dump).encode()) == "gloo:broadcast #18 of default_pg (17 completed)"
+    assert hung_collective(dump) == "gloo:broadcast #18 of default_pg (17 completed)"
     done = {"pg_status": {"0": {"last_enqueued_collective": 18, "last_completed_collective": 18}}, "entries": []}
-    assert hung_collective(json.dumps(done).encode()) is None
-    assert hung_collective(b"not json") is None
+    assert hung_collective(done) is None
+    # gloo retires a collective that timed out: the one a rank failed in is the last it issued.
+    retired = {**dump, "pg_status": {"0": {"last_enqueued_collective": 18, "last_completed_collective": 18}}}
+    assert hung_collective(retired) is None
+    assert hung_collective(retired, failed_in_collective=True) == (
+        "gloo:broadcast #18 of default_pg (the last this rank issued)"
+    )
+    assert read_flight_record(b"not a dump") is None
+    assert read_flight_record(json.dumps(dump).encode()) == dump
