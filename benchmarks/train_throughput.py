@@ -13,8 +13,15 @@ trials and harness/bare. The bare loops check their losses are finite before the
 `--deterministic` also times each bare loop under torch.use_deterministic_algorithms(True), and
 `--profile` prints the ops whose time grows most under it (the DeepSpeed finding of issue #9).
 
+`--layouts` instead times `harness train engine=fsdp` in the parallel layouts of issue 13 at 4 CPU
+ranks (dp_shard 4; tp 2 × dp_shard 2; pp 2 × dp_shard 2 with 1F1B and interleaved 1F1B; cp 2 ×
+dp_shard 2) on one global batch: tokens/s and step time (medians after warmup), the pipeline
+bubble, and whether every layout's losses match the first one's (the correctness gate). On two
+CPU cores these are figures for the record, not speed claims.
+
     python benchmarks/train_throughput.py                      # small, 3 engines, 3 trials
     python benchmarks/train_throughput.py --engines deepspeed --deterministic --profile
+    python benchmarks/train_throughput.py --layouts --trials 1 --steps 15 --micro-batch 2
 """
 
 from __future__ import annotations
@@ -144,6 +151,52 @@ def bare_tokens_per_s(args: argparse.Namespace, engine: str, tmp: str, determini
     return json.loads(Path(out).read_text())
 
 
+LAYOUTS = [
+    ("dp_shard 4", ["parallel.dp_shard=4"]),
+    ("tp 2 × dp_shard 2", ["parallel.tp=2", "parallel.dp_shard=2"]),
+    ("pp 2 × dp_shard 2, 1f1b", ["parallel.pp=2", "parallel.dp_shard=2"]),
+    ("pp 2 × dp_shard 2, interleaved v 2", ["parallel.pp=2", "parallel.dp_shard=2",
+                                           "parallel.pp_schedule=interleaved_1f1b"]),
+    ("cp 2 × dp_shard 2", ["parallel.cp=2", "parallel.dp_shard=2"]),
+]  # fmt: skip
+"""The layouts of `--layouts`, at 4 ranks (issue 13)."""
+
+
+def layout_run(args: argparse.Namespace, extra: list[str], results: Path) -> dict:
+    """One `harness train engine=fsdp` run at 4 ranks in a layout: its summary row and losses."""
+    cmd = [sys.executable, "-m", "harness", "train", *overrides(args), "engine=fsdp", "launch.nproc=4",
+           f"train.global_batch={args.global_batch}", *extra, f"results.dir={results}",
+           f"train.ckpt_dir={results}/ck", "train.resume=never"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    run_dir = Path(out.strip().splitlines()[-1].removeprefix("results: "))
+    rows = [json.loads(line) for line in (run_dir / "rows.jsonl").read_text().splitlines()]
+    (summary,) = [r for r in rows if r["kind"] == "train_summary"]
+    return {"summary": summary, "losses": [r["loss"] for r in rows if r["kind"] == "train"]}
+
+
+def layouts_main(args: argparse.Namespace) -> None:
+    """--layouts: tokens/s and bubble of each layout at 4 CPU ranks, losses checked against the first."""
+    found: dict[str, list[dict]] = {name: [] for name, _ in LAYOUTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.trials):
+            for name, extra in LAYOUTS:  # layouts alternate trial by trial: drift hits all alike
+                found[name].append(layout_run(args, extra, Path(tmp)))
+    reference = found[LAYOUTS[0][0]][0]["losses"]
+    print(f"model {args.model}, 4 CPU ranks on {os.cpu_count()} cores (gloo), engine=fsdp, global batch "
+          f"{args.global_batch} x seq {args.seq_len}, micro-batch {args.micro_batch}, {args.steps} steps (median "
+          f"after {WARMUP} warmup steps), median of {args.trials} trial(s); CPU figures for the record")  # fmt: skip
+    print(f"| {'layout':<34} | {'tokens/s':>9} | {'step ms':>8} | {'bubble':>7} | losses = dp_shard 4 (1e-4) |")
+    print(f"|{'-' * 36}|{'-' * 10}:|{'-' * 9}:|{'-' * 8}:|{'-' * 28}|")
+    for name, runs in found.items():
+        tokens = statistics.median(r["summary"]["tokens_per_s"] for r in runs)
+        step_ms = statistics.median(r["summary"]["step_time_s"] for r in runs) * 1e3
+        bubble = runs[0]["summary"]["pipeline_bubble"]
+        same = all(r["summary"]["passed"] and len(r["losses"]) == len(reference)
+                   and all(abs(a - b) <= 1e-4 * abs(b) for a, b in zip(r["losses"], reference, strict=True))
+                   for r in runs)  # fmt: skip
+        print(f"| {name:<34} | {tokens:>9,.0f} | {step_ms:>8,.0f} | {bubble:>7.1%} | {'yes' if same else 'NO':<26} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="small")
@@ -159,7 +212,12 @@ def main() -> None:
         action="store_true",
         help="with --deterministic: keep torch.utils.deterministic.fill_uninitialized_memory off",
     )
+    parser.add_argument("--layouts", action="store_true", help="time the parallel layouts at 4 ranks instead")
+    parser.add_argument("--global-batch", type=int, default=16, help="with --layouts: sequences per step")
     args = parser.parse_args()
+    if args.layouts:
+        layouts_main(args)
+        return
     engines = [e for e in args.engines.split(",") if e]
     results: dict[str, dict[str, list[float]]] = {e: {"harness": [], "bare": [], "bare_det": []} for e in engines}
     profiles: dict[tuple[str, bool], str] = {}

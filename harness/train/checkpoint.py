@@ -58,15 +58,27 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def restore_rng(path: Path) -> None:
-    """Put back this rank's generators as they were at the checkpoint (when the file is there)."""
-    file = path / f"rng-{dist.get_rank()}.pt"
-    if not file.is_file():
-        return
-    state = torch.load(file, weights_only=False)
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def derived_seed(seed: int, step: int, rank: int) -> int:
+    """A seed for rank `rank` resuming after `step` when its saved generator state cannot be used."""
+    return (seed * 1_000_003 + step) * 1_000_003 + rank
+
+
+def restore_rng(path: Path, *, world_size: int, seed: int, step: int) -> str:
+    """Put back this rank's generators as they were at the checkpoint when the world size is the
+    one that wrote it; otherwise (another layout with another world, or no file) seed them from
+    (seed, step, rank). Returns what was done, for the manifest."""
+    rank = dist.get_rank()
+    file = path / f"rng-{rank}.pt"
+    saved_world = read_trainer_state(path).get("world_size", world_size)
+    if saved_world == world_size and file.is_file():
+        state = torch.load(file, weights_only=False)
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        return "restored per rank"
+    torch.manual_seed(derived_seed(seed, step, rank))  # seeds every device's generator too
+    why = f"written by {saved_world} ranks, resumed on {world_size}" if saved_world != world_size else "no saved state"
+    return f"derived from (seed, step, rank): {why}"
 
 
 def read_trainer_state(path: Path) -> dict[str, Any]:

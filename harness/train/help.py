@@ -7,14 +7,15 @@ from omegaconf import OmegaConf
 from harness.config.compose import compose_base, group_options
 from harness.config.docs import describe
 from harness.config.helptext import keys_table
-from harness.config.schema import DataConfig, EngineConfig, LoggerConfig, ModelConfig, TrainConfig
+from harness.config.schema import DataConfig, EngineConfig, LoggerConfig, ModelConfig, ParallelConfig, TrainConfig
 from harness.train.engines import ENGINES
 
 
 def text() -> str:
-    """Presets, engines, every train/engine/data/model/logger key with its default, exit codes, examples."""
-    sections = [("train", TrainConfig), ("engine", EngineConfig), ("data", DataConfig), ("model", ModelConfig),
-                ("logger", LoggerConfig)]  # fmt: skip
+    """Presets, engines, every train/engine/parallel/data/model/logger key with its default, exit
+    codes, examples."""
+    sections = [("train", TrainConfig), ("engine", EngineConfig), ("parallel", ParallelConfig), ("data", DataConfig),
+                ("model", ModelConfig), ("logger", LoggerConfig)]  # fmt: skip
     # The defaults as a run gets them: the default presets' values (model=tiny), not the schema's ???.
     base = OmegaConf.to_container(compose_base(), resolve=True)
     assert isinstance(base, dict)
@@ -22,7 +23,9 @@ def text() -> str:
     return f"""usage: harness train [key=value ...] [-m]
 
 model presets: model={"|".join(group_options("model"))} (default tiny)
-engines:       engine={"|".join(ENGINES)} (default deepspeed)
+engines:       engine={"|".join(ENGINES)} (default deepspeed); engine=fsdp for tp, pp, cp or dp_replicate > 1
+layouts:       parallel.* degrees multiply to the world size; mesh pp × dp_replicate × dp_shard × cp × tp
+               (TP innermost: node-local ranks); the manifest's train.mesh says which hosts each group spans
 
 keys:
 {keys_table(keys)}
@@ -34,5 +37,7 @@ examples:
   harness train engine=ddp train.steps=30 model=small
   harness train engine.zero_stage=3 train.dtype=bf16 train.global_batch=8
   harness train engine=fsdp train.ckpt_every=10 train.resume=auto
+  harness train engine=fsdp launch.nproc=8 parallel.tp=2 parallel.pp=2 model.n_layers=4 train.global_batch=8
+  harness train engine=fsdp launch.nproc=2 parallel.cp=2 train.exit_after_step=3   # then resume in any layout
   harness train model=llama3-70b train.dry_run=true launch.nproc=1024 train.seq_len=8192 train.dtype=bfloat16
   python -m harness.train.tokenize input.txt data.u16 && harness train data.kind=tokens data.path=data.u16"""

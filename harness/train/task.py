@@ -1,42 +1,44 @@
 """`harness train`: the validation that runs before any rank starts (validate -> TrainPlan), and
-on one rank: build the model and engine, resume, train, log, checkpoint, and stop cleanly on
-preemption. A dry run (train.dry_run) plans without ranks."""
+on one rank: the mesh, the model and engine, resume, then the loop of `harness.train.trainer`.
+A dry run (train.dry_run) plans without ranks.
+
+The parallel layout (section `parallel`, issue 13) is checked here with perf.layout's rules
+(`validate_layout`: every broken rule with its arithmetic, one line, exit 2) plus what this
+trainer does not do: data-parallel-only engines, KV heads replicated over TP, tied embeddings
+across pipeline stages, sequence shards that do not divide."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import os
-import resource
 import signal
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-import torch.distributed as dist
 
 import kernels
 from harness import devices, display
 from harness.config.job import Job
 from harness.config.schema import RunConfig
-from harness.dist import DistContext
-from harness.errors import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, ConfigError
+from harness.dist import DistContext, gather_objects, host_name
+from harness.errors import EXIT_OK, ConfigError
 from harness.hardware import peak_tflops
+from harness.perf.layout import Layout, bubble_fraction, kv_heads_replicated, layout_notes, validate_layout
 from harness.perf.memory import memory_plan
 from harness.perf.shape import ModelShape, flops_per_token, param_count
 from harness.results import RunRecord
 from harness.tasks import Outcome
-from harness.train import checkpoint, metrics
-from harness.train.data import BatchSpec, SyntheticData, TokenFileData, first_index, open_token_file
-from harness.train.engines import ENGINES, build_engine
+from harness.train import checkpoint, metrics, trainer
+from harness.train.data import BatchSpec, SyntheticData, TokenFileData, open_token_file
+from harness.train.engines import DATA_PARALLEL_ONLY, ENGINES, build_engine
 from harness.train.engines.base import COMPUTE_DTYPES
-from harness.train.model import Transformer
+from harness.train.mesh import build_mesh, mesh_record
+from harness.train.tensor_parallel import FUSED_CROSS_ENTROPY_TP
 
-_stop: list[str] = []
+step_line = trainer.step_line
+"""The console line of a step (kept here for its callers; it lives with the loop in trainer)."""
 
 
 def model_shape(cfg: RunConfig) -> ModelShape:
@@ -70,26 +72,25 @@ def accumulation_steps(cfg: RunConfig, dp_size: int) -> int:
 
 @dataclass(frozen=True)
 class TrainPlan:
-    """What `harness train` will run: the model's shape, and whether it is a dry run (which
-    plans without ranks)."""
+    """What `harness train` will run: the model's shape, the resolved parallel layout (None when
+    the world size is only known once the ranks start), and whether it is a dry run (which plans
+    without ranks)."""
 
     shape: ModelShape
     dry_run: bool = False
-
-    @property
-    def ranks(self) -> bool:
-        return not self.dry_run
+    layout: Layout | None = None
 
 
 def validate(job: Job) -> TrainPlan:
     """Every check that can run before the ranks start (bad input: one line, exit code 2)."""
     cfg = job.config
-    shape = check(cfg, job.world_size or 1)
-    return TrainPlan(shape, bool(cfg.train.dry_run))
+    shape, layout = check(cfg, job.world_size, job.device_type)
+    return TrainPlan(shape, bool(cfg.train.dry_run), layout)
 
 
-def check(cfg: RunConfig, world_size: int) -> ModelShape:
-    """The checks of a training config for this world size; the model's shape."""
+def check(cfg: RunConfig, world_size: int | None, device_type: str) -> tuple[ModelShape, Layout | None]:
+    """The checks of a training config for this world size (None: not known yet, the layout is
+    checked on the ranks); the model's shape and the resolved layout."""
     shape = model_shape(cfg)
     t = cfg.train
     if cfg.engine.name not in ENGINES:
@@ -101,20 +102,67 @@ def check(cfg: RunConfig, world_size: int) -> ModelShape:
     for key in ("steps", "seq_len", "log_every"):
         if getattr(t, key) < 1:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 1")
+    if t.exit_after_step < 0:
+        raise ConfigError(f"train.exit_after_step={t.exit_after_step} must be >= 0 (0: run to train.steps)")
     if t.seq_len > shape.max_seq_len:
         raise ConfigError(f"train.seq_len={t.seq_len} exceeds model.max_seq_len={shape.max_seq_len}")
     metrics.validate(cfg.logger)
     if t.resume not in ("auto", "never") and not (Path(t.resume) / checkpoint.TRAINER).is_file():
         raise ConfigError(f"train.resume={t.resume!r}: not a checkpoint folder; use auto, never or a step-* folder")
-    accumulation_steps(cfg, world_size)
+    layout = None if world_size is None else layout_of(cfg, shape, world_size, device_type)
     if t.dry_run:
-        return shape
+        return shape, layout
     if cfg.data.kind == "tokens":
         open_token_file(cfg.data.path, cfg.data.dtype, shape.vocab_size, t.seq_len)
     elif cfg.data.kind != "synthetic":
         raise ConfigError(f"data.kind={cfg.data.kind!r}; choices: synthetic, tokens")
     resume_point(cfg, shape)
-    return shape
+    return shape, layout
+
+
+def layout_of(cfg: RunConfig, shape: ModelShape, world_size: int, device_type: str) -> Layout:
+    """The resolved layout of section `parallel` on `world_size` ranks, checked (ConfigError)."""
+    p, t = cfg.parallel, cfg.train
+    layout = Layout(dp_replicate=p.dp_replicate, dp_shard=p.dp_shard, tp=p.tp, pp=p.pp, cp=p.cp,
+                    pp_schedule=p.pp_schedule, pp_microbatches=p.pp_microbatches,
+                    pp_virtual_stages=p.pp_virtual_stages, sequence_parallel=p.sequence_parallel)  # fmt: skip
+    model_parallel = {k: getattr(p, k) for k in ("tp", "pp", "cp", "dp_replicate") if getattr(p, k) > 1}
+    if cfg.engine.name in DATA_PARALLEL_ONLY and model_parallel:
+        asked = ", ".join(f"parallel.{k}={v}" for k, v in model_parallel.items())
+        raise ConfigError(f"engine={cfg.engine.name} is data-parallel only ({asked}): use engine=fsdp, "
+                          "the native engine for tensor, pipeline, context and hybrid-sharded layouts")  # fmt: skip
+    first = layout.resolve(world_size)
+    dp = first.dp
+    if first.world_size == world_size:  # the batch's own message, as before layouts; else the product's first
+        accumulation_steps(cfg, dp)
+    # TP beyond one node only matters on GPUs; a dry run plans for the cluster.
+    per_node = cfg.cluster.gpus_per_node if device_type == "cuda" or t.dry_run else None
+    resolved = validate_layout(layout, shape, world_size=world_size, seq_len=t.seq_len,
+                               global_batch=t.global_batch or t.micro_batch * dp, micro_batch=t.micro_batch,
+                               gpus_per_node=per_node)  # fmt: skip
+    if not t.dry_run:
+        _trainer_limits(resolved, shape, t.seq_len)
+    return resolved
+
+
+def _trainer_limits(layout: Layout, shape: ModelShape, seq_len: int) -> None:
+    """What this trainer does not do, although the layout itself is valid (the dry run and the
+    cost model accept it)."""
+    copies = kv_heads_replicated(shape, layout.tp)
+    if copies > 1:
+        raise ConfigError(
+            f"parallel.tp={layout.tp} > model.n_kv_heads={shape.n_kv_heads}: each KV head would be replicated on "
+            f"{copies} TP ranks, which this trainer does not do; use tp ≤ {shape.n_kv_heads}"
+        )
+    if shape.tied_embeddings and layout.pp > 1:
+        raise ConfigError(f"model.tied_embeddings=true with parallel.pp={layout.pp}: the embedding (first stage) "
+                          "and the output head (last stage) cannot share a weight; use pp=1")  # fmt: skip
+    local = seq_len // layout.cp
+    if layout.tp > 1 and layout.sequence_parallel and local % layout.tp:
+        raise ConfigError(
+            f"train.seq_len / parallel.cp = {seq_len} / {layout.cp} = {local} tokens is not divisible by "
+            f"parallel.tp={layout.tp} (sequence parallelism gives each TP rank an equal share of the sequence)"
+        )
 
 
 def resume_point(cfg: RunConfig, shape: ModelShape) -> Path | None:
@@ -134,236 +182,94 @@ def resume_point(cfg: RunConfig, shape: ModelShape) -> Path | None:
     return path
 
 
-def _on_stop(signum: int, _frame: Any) -> None:
-    _stop.append(signal.Signals(signum).name)
-
-
-def _peak_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
 def run(job: Job, ctx: DistContext | None, record: RunRecord | None) -> Outcome:
     """Train on this rank (rank 0 records every logged step and the summary); a dry run plans."""
-    plan: TrainPlan = job.plan
     cfg = job.config
     if ctx is None:
         return dry_run(job, record)
-    shape = plan.shape
-    check(cfg, ctx.world_size)  # the world is known now (the global batch must split over it)
+    # The world is known now: check again with it (under an external launcher it was not).
+    shape, layout = check(cfg, ctx.world_size, ctx.device.type)
+    assert layout is not None
     t = cfg.train
-    accumulation = accumulation_steps(cfg, ctx.world_size)
+    accumulation = accumulation_steps(cfg, layout.dp)
     if t.deterministic:
         torch.use_deterministic_algorithms(True)
         # Deterministic algorithms, without NaN-filling every fresh allocation: the fill is what
         # made DeepSpeed ZeRO-2 36x slower on CPU (its flat gradient buckets are allocated every
         # step; aten::fill_ went from 0.6 % to 59 % of the step), and results do not depend on it.
         torch.utils.deterministic.fill_uninitialized_memory = False
-    torch.manual_seed(t.seed)  # identical initial weights on every rank
+    torch.manual_seed(t.seed)  # the weights are keyed by name (model.init_weights); this seeds the rest
     fused = cfg.model.fused_kernels
-    model = Transformer(shape, activation_checkpointing=t.activation_checkpointing, fused=fused)
     kernel_path = kernels.path_for(torch.empty(0, device=ctx.device)) if fused else None
-    engine = build_engine(model, t, cfg.engine, ctx.device, micro_batch=t.micro_batch, accumulation=accumulation)
+    dims = build_mesh(layout, ctx.device.type, ctx.rank) if cfg.engine.name == "fsdp" else None
+    engine = build_engine(shape, t, cfg.engine, ctx.device, dims=dims, fused=fused, micro_batch=t.micro_batch,
+                          accumulation=accumulation)  # fmt: skip
     spec = BatchSpec(t.micro_batch, t.seq_len, shape.vocab_size, t.seed)
     data = SyntheticData(spec) if cfg.data.kind == "synthetic" else TokenFileData(spec, cfg.data.path, cfg.data.dtype)
-    start = 0
+    start, rng = 0, None
     resume = resume_point(cfg, shape)
     if resume is not None:
         engine.load(resume)
-        checkpoint.restore_rng(resume)
         start = checkpoint.read_trainer_state(resume)["step"]
-    tokens_per_step = t.micro_batch * accumulation * ctx.world_size * t.seq_len
-    fpt = flops_per_token(shape, t.seq_len)
-    hfu_fpt = flops_per_token(shape, t.seq_len, recompute=t.activation_checkpointing)
-    peak = peak_tflops(devices.device_name(ctx.device.type), ctx.device.type, t.dtype)
-    params = param_count(shape)
+        rng = checkpoint.restore_rng(resume, world_size=ctx.world_size, seed=t.seed, step=start)
+    hosts = gather_objects(ctx, host_name())
+    tr = trainer.Trainer(engine, data, shape, layout, None, start, accumulation,
+                         tokens_per_step=t.micro_batch * accumulation * layout.dp * t.seq_len,
+                         fpt=flops_per_token(shape, t.seq_len),
+                         hfu_fpt=flops_per_token(shape, t.seq_len, recompute=t.activation_checkpointing),
+                         peak=peak_tflops(devices.device_name(ctx.device.type), ctx.device.type, t.dtype))  # fmt: skip
     if record:
-        record.update(train={
-            "n_params": params.total, "n_params_embedding": params.embedding, "flops_per_token": fpt,
-            "tokens_per_step": tokens_per_step, "accumulation_steps": accumulation, "resumed_from_step": start,
-            "peak_tflops": peak, "mfu_convention": "PaLM/torchtitan: 6(N - N_embedding) + 12 L H Q T per token",
-            "deterministic": t.deterministic, "seed": t.seed, "fused_kernels": kernel_path or "off",
-            "data": cfg.data.kind, "entropy_floor_nats": data.entropy_floor_nats,
-        })  # fmt: skip
-        if data.entropy_floor_nats is not None:
-            display.note(f"data: a seeded Markov chain whose loss floor (entropy rate) is "
-                         f"{data.entropy_floor_nats:.3f} nats; uniform guessing scores "
-                         f"{math.log(shape.vocab_size):.3f}")  # fmt: skip
-        if kernel_path == "torch":
-            display.note("model.fused_kernels=true: Triton does not run here, so the fused ops run their PyTorch "
-                         "fallback (set TRITON_INTERPRET=1 for the Triton interpreter)")  # fmt: skip
-        if getattr(engine, "config", None):
-            record.add_file("deepspeed_config.json", json.dumps(engine.config, indent=2).encode())
-        if peak is None:
-            display.note(f"MFU unknown: no datasheet peak for {devices.device_name(ctx.device.type)} in {t.dtype}")
+        _record_setup(cfg, record, tr, kernel_path=kernel_path, rng=rng, hosts=hosts or [])
     for sig in (signal.SIGTERM, signal.SIGUSR1):  # preemption: finish the step, checkpoint, exit
-        signal.signal(sig, _on_stop)
-    logger = metrics.make_logger(cfg.logger, record.path, record.run_id, record.manifest["config"]) if record else None
-    setup = _Setup(engine, data, shape, logger, start, accumulation, tokens_per_step, fpt, hfu_fpt, peak)
-    try:
-        return _loop(cfg, ctx, record, setup)
-    finally:
-        if logger:
-            logger.finish()
-
-
-@dataclass
-class _Setup:
-    """What the loop needs, built once by run()."""
-
-    engine: Any
-    data: Any
-    shape: ModelShape
-    logger: Any
-    start: int
-    accumulation: int
-    tokens_per_step: int
-    fpt: int
-    """Model FLOPs per token."""
-    hfu_fpt: int
-    """Hardware FLOPs per token (with recompute)."""
-    peak: float | None
-
-
-def _loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, setup: _Setup) -> Outcome:
-    """Steps start+1 .. train.steps, with the stop checks, rows and checkpoints."""
-    engine, data, shape, logger, accumulation = setup.engine, setup.data, setup.shape, setup.logger, setup.accumulation
-    tokens_per_step, fpt, hfu_fpt, peak, start = (
-        setup.tokens_per_step,
-        setup.fpt,
-        setup.hfu_fpt,
-        setup.peak,
-        setup.start,
-    )
-    t = cfg.train
-    ckpt_dir = Path(t.ckpt_dir)
-    step_rows: list[dict[str, Any]] = []
-    last = start
-    for step in range(start + 1, t.steps + 1):
-        flag = torch.tensor([1.0 if _stop else 0.0], device=ctx.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
-        if flag.item():
-            checkpoint.save(ckpt_dir, last, engine.save, _trainer_state(cfg, shape, last))
-            message = f"preempted ({', '.join(_stop) or 'a peer was signalled'}) after step {last}; checkpoint saved"
-            if record:
-                record.update(step=last)
-            return Outcome("interrupted", message, EXIT_PREEMPTED, _summary_printer(record, step_rows))
-        micro = [data.batch(step, first_index(dp_rank=ctx.rank, micro=i, micro_batch=t.micro_batch,
-                                              accumulation=accumulation)) for i in range(accumulation)]  # fmt: skip
-        _sync(ctx)
-        started = time.perf_counter()
-        result = engine.train_step(step, micro)
-        _sync(ctx)
-        elapsed = time.perf_counter() - started
-        stats = torch.tensor([result.loss, elapsed], dtype=torch.float64, device=ctx.device)
-        loss_sum = stats[:1].clone()
-        dist.all_reduce(loss_sum)
-        slowest = stats[1:].clone()
-        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
-        last = step
-        if record and (step % t.log_every == 0 or step == t.steps):
-            row = _step_row(step, float(loss_sum) / ctx.world_size, result, float(slowest), tokens_per_step,
-                            ctx.world_size, fpt, hfu_fpt, peak, _peak_memory(ctx.device))  # fmt: skip
-            row["warmup"] = step <= t.warmup_steps
-            step_rows.append(row)
-            record.add_rows([row])
-            if logger:
-                logger.log(step, row)
-            # ETA from the median step time so far: one slow step does not swing it.
-            eta = statistics.median(r["step_time_s"] for r in step_rows) * (t.steps - step)
-            display.console.print(step_line(row, t.steps, eta), markup=False)
-        if t.ckpt_every and step % t.ckpt_every == 0:
-            checkpoint.save(ckpt_dir, step, engine.save, _trainer_state(cfg, shape, step))
-        if step == cfg.debug.preempt_at_step and ctx.rank == cfg.debug.fault_rank:
-            os.kill(os.getpid(), signal.SIGUSR1)
+        signal.signal(sig, trainer.on_stop)
     if record:
-        record.update(step=last)
-        summary = _summary_row(step_rows)
-        if summary:
-            record.add_rows([summary])
-            record.update(summary={"train": summary})
-    failed = [r["step"] for r in step_rows if not r["passed"]]
-    if failed:
-        return Outcome("failed", f"non-finite loss at steps {failed[:5]}", EXIT_FAILED,
-                       _summary_printer(record, step_rows))  # fmt: skip
-    return Outcome("ok", None, EXIT_OK, _summary_printer(record, step_rows))
+        tr.logger = metrics.make_logger(cfg.logger, record.path, record.run_id, record.manifest["config"])
+    try:
+        return trainer.loop(cfg, ctx, record, tr)
+    finally:
+        if tr.logger:
+            tr.logger.finish()
 
 
-def step_line(row: dict[str, Any], steps: int, eta_s: float) -> str:
-    """One console line per logged step: loss, learning rate, gradient norm, throughput, step
-    time, peak memory and the time left."""
-    grad = f"{row['grad_norm']:.3g}" if row.get("grad_norm") is not None else "-"
-    return (f"step {row['step']:>5}/{steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  grad {grad}  "
-            f"{row['tokens_per_s']:,.0f} tok/s  {row['tflops_per_device']:.3f} TFLOP/s/device"
-            + (f"  MFU {row['mfu']:.1%}" if row["mfu"] is not None else "")
-            + f"  {row['step_time_s'] * 1e3:,.0f} ms  mem {row['peak_memory_bytes'] / 2**30:.2f} GiB"
-            + f"  ETA {int(eta_s) // 60:02d}:{int(eta_s) % 60:02d}")  # fmt: skip
-
-
-def _sync(ctx: DistContext) -> None:
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize(ctx.device)
-
-
-def _trainer_state(cfg: RunConfig, shape: ModelShape, step: int) -> dict[str, Any]:
-    # The data sampler is a pure function of (seed, step, micro-batch, rank) and the schedule of
-    # the step: the step number is all the data position there is.
-    return {"step": step, "engine": cfg.engine.name, "model_name": cfg.model.name,
-            "model_shape": dataclasses.asdict(shape), "seed": cfg.train.seed}  # fmt: skip
-
-
-def _step_row(step: int, loss: float, result: Any, seconds: float, tokens: int, world: int, fpt: int, hfu_fpt: int,
-              peak: float | None, memory: int) -> dict[str, Any]:  # fmt: skip
-    tokens_per_s = tokens / seconds
-    per_device = tokens_per_s / world
-    tflops = fpt * per_device / 1e12
-    hfu_tflops = hfu_fpt * per_device / 1e12
-    return {
-        "kind": "train", "step": step, "loss": loss, "lr": result.lr, "grad_norm": result.grad_norm,
-        "step_time_s": seconds, "tokens_per_s": tokens_per_s, "tokens_per_s_per_device": per_device,
-        "tflops_per_device": tflops, "mfu": tflops / peak if peak else None,
-        "hfu": hfu_tflops / peak if peak else None, "peak_memory_bytes": memory, "world_size": world,
-        "passed": math.isfinite(loss),
-    }  # fmt: skip
-
-
-def _summary_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Medians over the steps after warmup (at least 10 are wanted for a figure to quote)."""
-    measured = [r for r in rows if not r["warmup"]]
-    if not measured:
-        return None
-
-    def med(key: str) -> float | None:
-        values = [r[key] for r in measured if r[key] is not None]
-        return statistics.median(values) if values else None
-
-    return {
-        "kind": "train_summary", "steps_measured": len(measured), "enough_steps": len(measured) >= 10,
-        "step_time_s": med("step_time_s"), "tokens_per_s": med("tokens_per_s"),
-        "tokens_per_s_per_device": med("tokens_per_s_per_device"), "tflops_per_device": med("tflops_per_device"),
-        "mfu": med("mfu"), "hfu": med("hfu"), "final_loss": rows[-1]["loss"],
-        "peak_memory_bytes": max(r["peak_memory_bytes"] for r in rows), "world_size": rows[-1]["world_size"],
-        "passed": all(r["passed"] for r in rows),
-    }  # fmt: skip
-
-
-def _summary_printer(record: RunRecord | None, rows: list[dict[str, Any]]) -> Any:
-    def show() -> None:
-        summary = _summary_row(rows) if rows else None
-        floor = (record.manifest.get("train") or {}).get("entropy_floor_nats") if record else None
-        if rows:
-            target = f" (floor {floor:.3f})" if floor is not None else ""
-            display.console.print(f"train: loss {rows[0]['loss']:.4f} at step {rows[0]['step']} -> "
-                                  f"{rows[-1]['loss']:.4f} at step {rows[-1]['step']}{target}")  # fmt: skip
-        if summary:
-            mfu = f", MFU {summary['mfu']:.1%}" if summary["mfu"] is not None else ", MFU unknown (no datasheet peak)"
-            display.console.print(
-                f"train: median over {summary['steps_measured']} steps after warmup: "
-                f"{summary['tokens_per_s']:,.0f} tokens/s, {summary['tflops_per_device']:.3f} TFLOP/s per device{mfu}"
-            )
-
-    return show
+def _record_setup(cfg: RunConfig, record: RunRecord, tr: trainer.Trainer, *, kernel_path: str | None,
+                  rng: str | None, hosts: list[str]) -> None:  # fmt: skip
+    """Rank 0: the run's training facts in the manifest (model, FLOPs, layout, mesh and the hosts
+    of each group, what resuming did), and the notes a user should see."""
+    t, shape, layout = cfg.train, tr.shape, tr.layout
+    params = param_count(shape)
+    device = devices.device_name(tr.engine.device.type)
+    fused_ce = None
+    if kernel_path:
+        fused_ce = FUSED_CROSS_ENTROPY_TP if layout.tp > 1 else "fused linear cross-entropy, whole vocabulary"
+    elif layout.tp > 1:
+        fused_ce = "off: loss parallel (logits sharded over the vocabulary)"
+    record.update(train={
+        "n_params": params.total, "n_params_embedding": params.embedding, "flops_per_token": tr.fpt,
+        "tokens_per_step": tr.tokens_per_step, "accumulation_steps": tr.accumulation, "resumed_from_step": tr.start,
+        "peak_tflops": tr.peak, "mfu_convention": "PaLM/torchtitan: 6(N - N_embedding) + 12 L H Q T per token",
+        "deterministic": t.deterministic, "seed": t.seed, "fused_kernels": kernel_path or "off",
+        "data": cfg.data.kind, "entropy_floor_nats": tr.data.entropy_floor_nats,
+        "layout": {**layout.to_row(), "describe": layout.describe()}, "pipeline_bubble": bubble_fraction(layout),
+        "mesh": mesh_record(layout, hosts), "cross_entropy_tp": fused_ce, "rng_on_resume": rng,
+        "exit_after_step": t.exit_after_step or None,
+    })  # fmt: skip
+    if tr.data.entropy_floor_nats is not None:
+        display.note(f"data: a seeded Markov chain whose loss floor (entropy rate) is "
+                     f"{tr.data.entropy_floor_nats:.3f} nats; uniform guessing scores "
+                     f"{math.log(shape.vocab_size):.3f}")  # fmt: skip
+    for note in layout_notes(layout, shape):
+        display.note(f"layout: {note}")
+    if layout.world_size > 1 and not record.manifest["train"]["mesh"]["tp_within_node"]:
+        display.note("layout: a TP group spans hosts (TP is meant for the fast links inside a node)")
+    if rng and rng.startswith("derived"):
+        display.note(f"resume: random generators {rng}")
+    if kernel_path == "torch":
+        display.note("model.fused_kernels=true: Triton does not run here, so the fused ops run their PyTorch "
+                     "fallback (set TRITON_INTERPRET=1 for the Triton interpreter)")  # fmt: skip
+    if getattr(tr.engine, "config", None):
+        record.add_file("deepspeed_config.json", json.dumps(tr.engine.config, indent=2).encode())
+    if tr.peak is None:
+        display.note(f"MFU unknown: no datasheet peak for {device} in {t.dtype}")
 
 
 def dry_run(job: Job, record: RunRecord | None) -> Outcome:
@@ -371,21 +277,24 @@ def dry_run(job: Job, record: RunRecord | None) -> Outcome:
     cfg, plan = job.config, job.plan
     world_size = job.world_size or 1
     shape = plan.shape
+    layout = plan.layout or layout_of(cfg, shape, world_size, job.device_type)
     t = cfg.train
-    accumulation = accumulation_steps(cfg, world_size)
+    accumulation = accumulation_steps(cfg, layout.dp)
     params = param_count(shape)
     stage = {"deepspeed": cfg.engine.zero_stage, "fsdp": 3, "ddp": 0}[cfg.engine.name]
-    memory = memory_plan(shape, dtype=t.dtype, zero_stage=stage, dp_size=world_size, micro_batch=t.micro_batch,
+    # Data-parallel memory only; the plan per layout (TP, PP, CP) is issue 14's.
+    memory = memory_plan(shape, dtype=t.dtype, zero_stage=stage, dp_size=layout.dp, micro_batch=t.micro_batch,
                          seq_len=t.seq_len, activation_checkpointing=t.activation_checkpointing)  # fmt: skip
     fpt = flops_per_token(shape, t.seq_len)
-    tokens_per_step = t.micro_batch * accumulation * world_size * t.seq_len
+    tokens_per_step = t.micro_batch * accumulation * layout.dp * t.seq_len
     row = {
         "kind": "train_plan", "model": cfg.model.name, "engine": cfg.engine.name, "zero_stage": stage,
         "world_size": world_size, "n_params": params.total, "n_params_embedding": params.embedding,
         "seq_len": t.seq_len, "tokens_per_step": tokens_per_step, "flops_per_token": fpt,
         "flops_per_step": fpt * tokens_per_step, "memory_per_device_bytes": memory.total,
         "memory_weights_bytes": memory.weights, "memory_gradients_bytes": memory.gradients,
-        "memory_optimizer_bytes": memory.optimizer, "memory_activations_bytes": memory.activations, "passed": True,
+        "memory_optimizer_bytes": memory.optimizer, "memory_activations_bytes": memory.activations,
+        **layout.to_row(), "pipeline_bubble": bubble_fraction(layout), "passed": True,
     }  # fmt: skip
     if record:
         record.add_rows([row])

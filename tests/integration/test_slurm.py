@@ -230,6 +230,9 @@ def test_a_sweep_as_one_job_array(results_dir: Path, slurm_env: dict[str, str]) 
     for path in runs:
         dtypes |= {json.loads(x)["dtype"] for x in (path / "rows.jsonl").read_text().splitlines()}
     assert len(runs) == 3 and dtypes == {"float32", "bfloat16", "int32"}  # one run directory per element
+    summary = json.loads((results_dir / "sweeps" / submission["sweep_id"] / "summary.json").read_text())
+    assert [(e["element"], e["status"]) for e in summary["runs"]] == [(0, "ok"), (1, "ok"), (2, "ok")]
+    assert {e["run_id"] for e in summary["runs"]} == {p.name for p in runs}
 
 
 def test_hydra_multirun_through_submitit(results_dir: Path, slurm_env: dict[str, str]) -> None:
@@ -284,3 +287,21 @@ def test_accept_sbatch_reports_both_nodes(results_dir: Path, slurm_env: dict[str
         assert ("all_reduce_busbw_gbps", node) in checks and ("node_pair_busbw_gbps", node) in checks
     report = (run_dir / "report.md").read_text()
     assert "| n1 |" in report and "| n2 |" in report and "acceptance: PASS" in log
+
+
+def test_tensor_parallel_groups_stay_inside_a_node(
+    results_dir: Path, slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """tp=2 on 2 nodes × 2 ranks (issue 13): TP is the innermost mesh dimension, so each TP group
+    is the two ranks of one node, and the data-parallel groups span the nodes."""
+    run = submit(results_dir, slurm_env, "train", "engine=fsdp", "parallel.tp=2", "train.steps=2",
+                 "train.seq_len=32", "train.global_batch=4", "train.micro_batch=1", "slurm.nodes=2",
+                 "slurm.ntasks_per_node=2", f"train.ckpt_dir={tmp_path}/ck", "train.resume=never")  # fmt: skip
+    assert run.proc.returncode == 0, run.output
+    manifest = run.manifest
+    assert manifest["status"] == "ok" and manifest["world_size"] == 4 and manifest["hosts"] == ["n1", "n2"]
+    mesh = manifest["train"]["mesh"]
+    assert mesh["dims"]["tp"] == 2 and mesh["dims"]["dp_shard"] == 2
+    assert mesh["groups"]["tp"] == [{"ranks": [0, 1], "hosts": "n1"}, {"ranks": [2, 3], "hosts": "n2"}]
+    assert all(group["hosts"] == "n[1-2]" for group in mesh["groups"]["dp_shard"])
+    assert mesh["tp_within_node"] is True

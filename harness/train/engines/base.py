@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from harness.config.schema import EngineConfig, TrainConfig
 
+DCP_DIR = "dcp"
+"""The folder of a checkpoint that torch.distributed.checkpoint writes (engines fsdp and ddp)."""
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -36,9 +39,11 @@ def adamw(params: Any, train: TrainConfig) -> torch.optim.Optimizer:
 @dataclass
 class StepResult:
     loss: float
-    """Mean loss over this rank's micro-batches."""
+    """Mean loss over this rank's micro-batches, or over the whole global batch when `loss_is_global`."""
     grad_norm: float | None
     lr: float
+    loss_is_global: bool = False
+    """The engine already reduced the loss over the ranks (model-parallel ranks hold parts of it)."""
 
 
 class Engine(ABC):
@@ -46,11 +51,16 @@ class Engine(ABC):
 
     name: str
 
-    def __init__(self, model: torch.nn.Module, train: TrainConfig, engine: EngineConfig, device: torch.device) -> None:
+    dp_rank: int
+    """This rank's index among the data-parallel ranks: which slice of the global batch it reads."""
+
+    def __init__(self, model: torch.nn.Module | None, train: TrainConfig, engine: EngineConfig,
+                 device: torch.device) -> None:  # fmt: skip
         self.train_cfg = train
         self.engine_cfg = engine
         self.device = device
         self.dtype = COMPUTE_DTYPES[train.dtype]
+        self.dp_rank = dist.get_rank()  # every rank is a data-parallel rank unless the engine says otherwise
 
     @abstractmethod
     def train_step(self, step: int, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> StepResult:

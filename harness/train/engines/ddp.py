@@ -1,4 +1,6 @@
-"""PyTorch DistributedDataParallel: every rank holds the whole model (like ZeRO-0)."""
+"""PyTorch DistributedDataParallel: every rank holds the whole model (like ZeRO-0). Checkpoints
+through torch.distributed.checkpoint, keyed by parameter name, so they load at another world size
+(data parallelism only: the trainer refuses tp, pp, cp and dp_replicate > 1 for this engine)."""
 
 from __future__ import annotations
 
@@ -6,10 +8,17 @@ import contextlib
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 from torch.nn.parallel import DistributedDataParallel
 
-from harness.train.engines.base import Engine, StepResult, adamw, lr_at
+from harness.train.engines.base import DCP_DIR, Engine, StepResult, adamw, lr_at
 
 
 class DdpEngine(Engine):
@@ -41,15 +50,20 @@ class DdpEngine(Engine):
         self.optimizer.zero_grad(set_to_none=True)
         return StepResult(total, grad_norm, lr)
 
+    def _state(self) -> dict:
+        flat = StateDictOptions(flatten_optimizer_state_dict=True)
+        return {"model": get_model_state_dict(self.model),
+                "optimizer": get_optimizer_state_dict(self.model, self.optimizer, options=flat),
+                "scaler": self.scaler.state_dict()}  # fmt: skip
+
     def save(self, path: Path) -> None:
-        if dist.get_rank() == 0:
-            state = {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                     "scaler": self.scaler.state_dict()}  # fmt: skip
-            torch.save(state, path / "ddp.pt")
-        dist.barrier()
+        dcp.save(self._state(), checkpoint_id=str(path / DCP_DIR))
 
     def load(self, path: Path) -> None:
-        state = torch.load(path / "ddp.pt", map_location=self.device, weights_only=True)
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        state = self._state()
+        dcp.load(state, checkpoint_id=str(path / DCP_DIR))
+        set_model_state_dict(self.model, state["model"])
+        flat = StateDictOptions(flatten_optimizer_state_dict=True)
+        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=flat)
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])

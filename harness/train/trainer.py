@@ -1,0 +1,229 @@
+"""The training loop on one rank: steps, the stop checks (preemption, train.exit_after_step),
+rows, checkpoints and the summary. `harness.train.task` builds what it needs (`Trainer`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import resource
+import signal
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from harness import display
+from harness.config.schema import RunConfig
+from harness.dist import DistContext
+from harness.errors import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
+from harness.perf.layout import Layout, bubble_fraction
+from harness.perf.shape import ModelShape
+from harness.results import RunRecord
+from harness.tasks import Outcome
+from harness.train import checkpoint
+from harness.train.data import first_index
+
+_stop: list[str] = []
+"""Names of the signals that asked this rank to stop (SIGTERM, SIGUSR1)."""
+
+
+def on_stop(signum: int, _frame: Any) -> None:
+    """Signal handler: finish the step, checkpoint, exit 75."""
+    _stop.append(signal.Signals(signum).name)
+
+
+@dataclass
+class Trainer:
+    """What the loop needs, built once by task.run."""
+
+    engine: Any
+    data: Any
+    shape: ModelShape
+    layout: Layout
+    logger: Any
+    start: int
+    """The step the run resumes after (0: from scratch)."""
+    accumulation: int
+    tokens_per_step: int
+    fpt: int
+    """Model FLOPs per token."""
+    hfu_fpt: int
+    """Hardware FLOPs per token (with recompute)."""
+    peak: float | None
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak memory of this rank so far, in bytes (device memory on CUDA, the process's RSS on CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def trainer_state(cfg: RunConfig, shape: ModelShape, step: int, world_size: int) -> dict[str, Any]:
+    """trainer.json of a checkpoint. The data sampler is a pure function of (seed, step, global
+    sample index): the step number is all the data position there is. The world size says
+    whether per-rank RNG states can be restored."""
+    return {"step": step, "engine": cfg.engine.name, "model_name": cfg.model.name,
+            "model_shape": dataclasses.asdict(shape), "seed": cfg.train.seed, "world_size": world_size}  # fmt: skip
+
+
+def loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, tr: Trainer) -> Outcome:
+    """Steps start+1 .. train.steps (or train.exit_after_step), with the stop checks, rows and
+    checkpoints."""
+    t = cfg.train
+    ckpt_dir = Path(t.ckpt_dir)
+    rows: list[dict[str, Any]] = []
+    last = tr.start
+    stop_after = t.exit_after_step if 0 < t.exit_after_step < t.steps else t.steps
+
+    def save(step: int) -> None:
+        checkpoint.save(ckpt_dir, step, tr.engine.save, trainer_state(cfg, tr.shape, step, ctx.world_size))
+
+    for step in range(tr.start + 1, stop_after + 1):
+        flag = torch.tensor([1.0 if _stop else 0.0], device=ctx.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
+        if flag.item():
+            save(last)
+            message = f"preempted ({', '.join(_stop) or 'a peer was signalled'}) after step {last}; checkpoint saved"
+            if record:
+                record.update(step=last)
+            return Outcome("interrupted", message, EXIT_PREEMPTED, summary_printer(record, rows, tr.layout))
+        row = _step(cfg, ctx, tr, step)
+        last = step
+        if record and (step % t.log_every == 0 or step == t.steps or step == stop_after):
+            rows.append(row)
+            record.add_rows([row])
+            if tr.logger:
+                tr.logger.log(step, row)
+            # ETA from the median step time so far: one slow step does not swing it.
+            eta = statistics.median(r["step_time_s"] for r in rows) * (stop_after - step)
+            display.console.print(step_line(row, t.steps, eta), markup=False)
+        if (t.ckpt_every and step % t.ckpt_every == 0) or (step == stop_after < t.steps):
+            save(step)
+        if step == cfg.debug.preempt_at_step and ctx.rank == cfg.debug.fault_rank:
+            os.kill(os.getpid(), signal.SIGUSR1)
+    return _finish(record, rows, tr, last, stopped_early=stop_after < t.steps)
+
+
+def _step(cfg: RunConfig, ctx: DistContext, tr: Trainer, step: int) -> dict[str, Any]:
+    """One optimizer step; its row (every rank builds it, rank 0 records it)."""
+    t = cfg.train
+    starts = [first_index(dp_rank=tr.engine.dp_rank, micro=i, micro_batch=t.micro_batch, accumulation=tr.accumulation)
+              for i in range(tr.accumulation)]  # fmt: skip
+    micro = [tr.data.batch(step, index) for index in starts]
+    _sync(ctx)
+    started = time.perf_counter()
+    result = tr.engine.train_step(step, micro)
+    _sync(ctx)
+    elapsed = torch.tensor([time.perf_counter() - started], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
+    loss = result.loss
+    if not result.loss_is_global:
+        loss_sum = torch.tensor([result.loss], dtype=torch.float64, device=ctx.device)
+        dist.all_reduce(loss_sum)
+        loss = float(loss_sum) / ctx.world_size
+    row = step_row(step, loss, result, float(elapsed), tr, ctx.world_size, peak_memory(ctx.device))
+    row["warmup"] = step <= t.warmup_steps
+    return row
+
+
+def _finish(record: RunRecord | None, rows: list[dict[str, Any]], tr: Trainer, last: int, *,
+            stopped_early: bool) -> Outcome:  # fmt: skip
+    if record:
+        record.update(step=last)
+        summary = summary_row(rows, tr.layout)
+        if summary:
+            summary["stopped_at_step"] = last if stopped_early else None
+            record.add_rows([summary])
+            record.update(summary={"train": summary})
+    failed = [r["step"] for r in rows if not r["passed"]]
+    if failed:
+        message = f"non-finite loss at steps {failed[:5]}"
+        return Outcome("failed", message, EXIT_FAILED, summary_printer(record, rows, tr.layout))
+    if stopped_early and record:
+        display.note(f"stopped after step {last} (train.exit_after_step), checkpoint saved; "
+                     "the same command with train.exit_after_step=0 continues the schedule")  # fmt: skip
+    return Outcome("ok", None, EXIT_OK, summary_printer(record, rows, tr.layout))
+
+
+def _sync(ctx: DistContext) -> None:
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+
+
+def step_row(step: int, loss: float, result: Any, seconds: float, tr: Trainer, world: int,
+             memory: int) -> dict[str, Any]:  # fmt: skip
+    """A `train` row: loss, schedule, throughput (TFLOP/s per device over the whole world), memory
+    and the layout."""
+    tokens_per_s = tr.tokens_per_step / seconds
+    per_device = tokens_per_s / world
+    tflops = tr.fpt * per_device / 1e12
+    hfu_tflops = tr.hfu_fpt * per_device / 1e12
+    return {
+        "kind": "train", "step": step, "loss": loss, "lr": result.lr, "grad_norm": result.grad_norm,
+        "step_time_s": seconds, "tokens_per_s": tokens_per_s, "tokens_per_s_per_device": per_device,
+        "tflops_per_device": tflops, "mfu": tflops / tr.peak if tr.peak else None,
+        "hfu": hfu_tflops / tr.peak if tr.peak else None, "peak_memory_bytes": memory, "world_size": world,
+        **tr.layout.to_row(), "passed": math.isfinite(loss),
+    }  # fmt: skip
+
+
+def summary_row(rows: list[dict[str, Any]], layout: Layout) -> dict[str, Any] | None:
+    """Medians over the steps after warmup (at least 10 are wanted for a figure to quote), the
+    layout and its pipeline bubble (the idle fraction of a step, (p−1)/(m+p−1), or
+    (p−1)/(v·m+p−1) interleaved)."""
+    measured = [r for r in rows if not r["warmup"]]
+    if not measured:
+        return None
+
+    def med(key: str) -> float | None:
+        values = [r[key] for r in measured if r[key] is not None]
+        return statistics.median(values) if values else None
+
+    return {
+        "kind": "train_summary", "steps_measured": len(measured), "enough_steps": len(measured) >= 10,
+        "step_time_s": med("step_time_s"), "tokens_per_s": med("tokens_per_s"),
+        "tokens_per_s_per_device": med("tokens_per_s_per_device"), "tflops_per_device": med("tflops_per_device"),
+        "mfu": med("mfu"), "hfu": med("hfu"), "final_loss": rows[-1]["loss"],
+        "peak_memory_bytes": max(r["peak_memory_bytes"] for r in rows), "world_size": rows[-1]["world_size"],
+        **layout.to_row(), "layout": layout.describe(), "pipeline_bubble": bubble_fraction(layout),
+        "passed": all(r["passed"] for r in rows),
+    }  # fmt: skip
+
+
+def step_line(row: dict[str, Any], steps: int, eta_s: float) -> str:
+    """One console line per logged step: loss, learning rate, gradient norm, throughput, step
+    time, peak memory and the time left."""
+    grad = f"{row['grad_norm']:.3g}" if row.get("grad_norm") is not None else "-"
+    return (f"step {row['step']:>5}/{steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  grad {grad}  "
+            f"{row['tokens_per_s']:,.0f} tok/s  {row['tflops_per_device']:.3f} TFLOP/s/device"
+            + (f"  MFU {row['mfu']:.1%}" if row["mfu"] is not None else "")
+            + f"  {row['step_time_s'] * 1e3:,.0f} ms  mem {row['peak_memory_bytes'] / 2**30:.2f} GiB"
+            + f"  ETA {int(eta_s) // 60:02d}:{int(eta_s) % 60:02d}")  # fmt: skip
+
+
+def summary_printer(record: RunRecord | None, rows: list[dict[str, Any]], layout: Layout) -> Any:
+    """What rank 0 prints after the record is closed: first and last loss, medians."""
+
+    def show() -> None:
+        summary = summary_row(rows, layout) if rows else None
+        floor = (record.manifest.get("train") or {}).get("entropy_floor_nats") if record else None
+        if rows:
+            target = f" (floor {floor:.3f})" if floor is not None else ""
+            display.console.print(f"train: loss {rows[0]['loss']:.4f} at step {rows[0]['step']} -> "
+                                  f"{rows[-1]['loss']:.4f} at step {rows[-1]['step']}{target}")  # fmt: skip
+        if summary:
+            mfu = f", MFU {summary['mfu']:.1%}" if summary["mfu"] is not None else ", MFU unknown (no datasheet peak)"
+            bubble = f", pipeline bubble {summary['pipeline_bubble']:.1%}" if layout.pp > 1 else ""
+            display.console.print(
+                f"train: median over {summary['steps_measured']} steps after warmup: "
+                f"{summary['tokens_per_s']:,.0f} tokens/s, {summary['tflops_per_device']:.3f} TFLOP/s per device"
+                f"{mfu}{bubble} ({summary['layout']})"
+            )
+
+    return show
