@@ -23,7 +23,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobStatus
 
-from harness import devices, display, dist, faults, launch, tasks
+from harness import devices, display, dist, faults, launch, peers, tasks
 from harness.config import compose as composer
 from harness.config.compose import quote
 from harness.config.job import JOB_FILE, Job
@@ -192,7 +192,7 @@ def rank_main(job_file: Path) -> int:
     if outer is None:
         raise ConfigError("'_rank' runs under the harness's own launcher")
     _parent.append(os.getppid())
-    dist.die_with_parent(_parent[0])
+    peers.die_with_parent(_parent[0])
     return run_rank(Job.read(job_file), replace(outer, launcher="local"))
 
 
@@ -240,7 +240,7 @@ def run_rank(job: Job, launch_env: dist.LaunchEnv) -> int:
                         flight_dir=str(job.run_dir / FLIGHT_DIR))  # fmt: skip
         if ctx.launch.launcher != "local":  # each rank of an outer launcher named a run: rank 0's is the one
             job = replace(job, run_id=dist.broadcast_object(ctx, job.run_id))
-        heartbeat = dist.Heartbeat(ctx)
+        heartbeat = peers.Heartbeat(ctx)
         if ctx.is_root:
             record = _create_record(job, ctx.launch.launcher, ctx.world_size)
             record.start_heartbeat()
@@ -299,8 +299,8 @@ def _failure(ctx: dist.DistContext | None, job: Job, exc: BaseException, record:
                        EXIT_INTERRUPTED if interrupted else EXIT_FAILED)  # fmt: skip
     if _orphaned():  # no store, no peers to ask: record what happened and end
         return Outcome("interrupted", f"rank {ctx.rank}: {what}", EXIT_INTERRUPTED)
-    dist.report_error(ctx, "interrupted" if interrupted else "failed", what)
-    flight = dist.flight_record()
+    peers.report_error(ctx, "interrupted" if interrupted else "failed", what)
+    flight = peers.flight_record()
     if flight:
         write_rank_file(job.run_dir, f"{FLIGHT_DIR}/rank-{ctx.rank}.json", flight)
     if interrupted or isinstance(exc, ConfigError | RecordError):
@@ -314,8 +314,8 @@ def _failure(ctx: dist.DistContext | None, job: Job, exc: BaseException, record:
         return Outcome("interrupted" if interrupted else "failed", what, code)
     failures, peers_failed = _attribute(ctx)
     if record is not None:
-        dump = dist.read_flight_record(flight) if flight else None
-        hung = dist.hung_collective(dump, faults.is_consequence(what)) if dump else None
+        dump = peers.read_flight_record(flight) if flight else None
+        hung = peers.hung_collective(dump, faults.is_consequence(what)) if dump else None
         files = sorted(p.name for p in (job.run_dir / FLIGHT_DIR).glob("rank-*.json"))
         with contextlib.suppress(RecordError):  # a full disk: finish tries again with less
             recorder = {"dir": FLIGHT_DIR, "files": files, "hung": hung} if files else None
@@ -336,8 +336,8 @@ def _attribute(ctx: dist.DistContext) -> tuple[list[faults.Failure], bool]:
     went stale stopped answering (a hang, or a process killed without a word)."""
     deadline = time.monotonic() + 3.0
     while True:
-        reports = dict(dist.peer_errors(ctx))
-        ages = dist.heartbeat_ages(ctx)
+        reports = dict(peers.peer_errors(ctx))
+        ages = peers.heartbeat_ages(ctx)
         silent = {r: a for r, a in ages.items() if r not in reports}
         # A silent rank still beating may be about to report (or to be killed): wait a little.
         if all(a is None or a > STALE_HEARTBEAT_S for a in silent.values()) or time.monotonic() > deadline:

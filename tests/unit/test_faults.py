@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from harness import faults
-from harness.dist import hung_collective, read_flight_record
 from harness.faults import Failure
+from harness.peers import hung_collective, read_flight_record
 
 
 def test_a_killed_rank_is_first_and_the_survivors_resets_follow() -> None:
