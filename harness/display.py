@@ -176,29 +176,6 @@ def tables(rows_by_bench: Mapping[str, list[dict[str, Any]]], benches: Mapping[s
         console.print(table)
 
 
-def plan_table(row: dict[str, Any]) -> None:
-    """The dry run's plan: what the model is and what one device must hold."""
-    title = f"plan: {row['model']} on {row['world_size']} ranks, {row['engine']} (ZeRO-{row['zero_stage']})"
-    table = Table(title=title, title_justify="left")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-    gib = 2**30
-    for label, value in (
-        ("parameters", f"{row['n_params']:,}"),
-        ("  of which token embedding", f"{row['n_params_embedding']:,}"),
-        ("tokens per step", f"{row['tokens_per_step']:,}"),
-        ("FLOPs per token (6N' + 12LHQT)", f"{row['flops_per_token']:.4g}"),
-        ("FLOPs per step", f"{row['flops_per_step']:.4g}"),
-        ("memory per device: weights", f"{row['memory_weights_bytes'] / gib:,.2f} GiB"),
-        ("memory per device: gradients", f"{row['memory_gradients_bytes'] / gib:,.2f} GiB"),
-        ("memory per device: optimizer states", f"{row['memory_optimizer_bytes'] / gib:,.2f} GiB"),
-        ("memory per device: activations (estimate)", f"{row['memory_activations_bytes'] / gib:,.2f} GiB"),
-        ("memory per device: total", f"{row['memory_per_device_bytes'] / gib:,.2f} GiB"),
-    ):
-        table.add_row(label, value)
-    console.print(table)
-
-
 def error_line(message: str) -> None:
     """The one line bad input gets."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True)

@@ -96,8 +96,9 @@ def launch_local(nproc: int, job_file: Path, run_dir: Path, grace_s: int = 5) ->
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     _honour_grace(grace_s)
-    # The agent logs every step at INFO; only its warnings and errors matter to a user.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.WARNING)
+    # The agent logs every step, each SIGTERM it sends and each rank's exit code; the run's record
+    # and its one error line say all of that (who failed first), so only its critical lines show.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     # Same default as torchrun: one OpenMP thread per rank unless the user chose; the rank sets
     # its share of the cores itself (harness.dist.init).
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -93,3 +93,11 @@ def format_bytes(nbytes: int) -> str:
         if nbytes >= mult and nbytes % mult == 0:
             return f"{nbytes // mult}{suffix}"
     return str(nbytes)
+
+
+def human_bytes(nbytes: float) -> str:
+    """5872025 -> '5.6 MiB': a size to read (binary units, three significant figures or so)."""
+    for suffix, mult in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if nbytes >= mult:
+            return f"{nbytes / mult:,.{2 if nbytes < 10 * mult else 1}f} {suffix}"
+    return f"{int(nbytes)} B"

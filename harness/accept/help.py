@@ -28,7 +28,7 @@ exit codes: 0 every check passed, 1 a check failed, 2 bad input
 
 examples:
   harness accept                                            # hardware=auto, 2 CPU ranks here
-  harness accept launch.nproc=8 accept.gpus_per_node=8      # one node of 8 GPUs
+  harness accept launch.nproc=8 cluster.gpus_per_node=8     # one node of 8 GPUs (expected per node)
   srun -N 64 --ntasks-per-node 8 --gpus-per-node 8 harness accept site=mycluster
   sbatch -N 4 --gpus-per-node 8 slurm/accept.sbatch accept.gpus_per_node=8
   harness accept launch.nproc=4 fault.slow_rank=2           # check that detection works"""

@@ -27,7 +27,7 @@ from harness.bench.driver import Fault, SuitePlan, plan_suite, run_suite
 from harness.bench.gemm import GemmOptions
 from harness.bench.spec import bench_spec
 from harness.config.job import Job
-from harness.config.schema import AcceptConfig
+from harness.config.schema import AcceptConfig, RunConfig
 from harness.config.validate import as_list, choices, int_at_least, number_at_least, shapes, size
 from harness.dtypes import SIZES, canonical
 from harness.errors import EXIT_FAILED, EXIT_OK, ConfigError
@@ -86,6 +86,12 @@ def _check_options(a: AcceptConfig) -> None:
         raise ConfigError(f"accept.health={a.health!r}; choices: {', '.join(health.HEALTH_MODES)}")
 
 
+def _gpus_per_node(cfg: RunConfig, device_type: str) -> int | None:
+    """accept.gpus_per_node, or cluster.gpus_per_node on GPU nodes (a CPU node has none to count)."""
+    given = cfg.accept.gpus_per_node
+    return given if given is not None or device_type != "cuda" else cfg.cluster.gpus_per_node
+
+
 def validate(job: Job) -> AcceptPlan:
     """Everything `harness accept` can check before a rank starts, so that bad input leaves no
     run behind: accept.*, bench.*, the hardware profile (auto: this device's) and its thresholds,
@@ -114,7 +120,8 @@ def validate(job: Job) -> AcceptPlan:
         profile=profile, base=bench_spec(cfg.bench, cfg.seed), gemm_dtypes=tuple(dtypes),
         gemm_shapes=shapes("accept.gemm_shapes", a.gemm_shapes) or DEFAULT_SHAPES[device_type],
         comm_bytes=size("accept.comm_bytes", a.comm_bytes or DEFAULT_COMM_BYTES[device_type]),
-        outlier_mad=float(a.outlier_mad), outlier_min_rel=float(a.outlier_min_rel), gpus_per_node=a.gpus_per_node,
+        outlier_mad=float(a.outlier_mad), outlier_min_rel=float(a.outlier_min_rel),
+        gpus_per_node=_gpus_per_node(cfg, device_type),
         cores_per_node=a.cores_per_node, partition=str(a.partition or dist.slurm_partition() or "*"),
         fault=ranks.fault_of(cfg, job.world_size), injected=injected,
         telemetry_interval_s=cfg.telemetry.interval_ms / 1000 if cfg.telemetry.enabled else None,

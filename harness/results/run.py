@@ -157,6 +157,10 @@ class RunRecord:
             self.manifest.update(fields)
             self._write_manifest()
 
+    def add_notes(self, *lines: str) -> None:
+        """Append remarks to the manifest's notes (each once)."""
+        self.update(notes=list(dict.fromkeys([*self.manifest.get("notes", []), *lines])))
+
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         """Append rows (each validated against the row schema) and rewrite rows.jsonl atomically."""
         for row in rows:
@@ -211,8 +215,8 @@ class RunRecord:
             self.update(**final)
         except RecordError as exc:
             # An incomplete record is never `ok`: it says what could not be written.
-            failed = {"status": "failed", "reason": "failed", "exit_code": exit_code or 1,
-                      "error": error if error and exc.strerror in error else "; ".join(e for e in (error, exc.strerror) if e)}  # fmt: skip
+            said = error if error and exc.strerror in error else "; ".join(e for e in (error, exc.strerror) if e)
+            failed = {"status": "failed", "reason": "failed", "exit_code": exit_code or 1, "error": said}
             self._last_word(final | failed)
             raise
         for name in (MANIFEST, ROWS, JOB_FILE, *self.manifest.get("files", [])):

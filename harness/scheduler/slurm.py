@@ -42,8 +42,10 @@ class Element:
     """Overrides as the user gave them (what `collect` shows)."""
 
 
-def options(s: SlurmConfig) -> SlurmOptions:
-    return SlurmOptions(s.job_name, s.nodes, s.ntasks_per_node, s.gpus_per_node, s.partition, s.account, s.qos,
+def options(s: SlurmConfig, *, cluster_gpus_per_node: int | None = None) -> SlurmOptions:
+    """The #SBATCH options of slurm.*; slurm.gpus_per_node null takes `cluster_gpus_per_node`."""
+    gpus = s.gpus_per_node if s.gpus_per_node is not None else cluster_gpus_per_node
+    return SlurmOptions(s.job_name, s.nodes, s.ntasks_per_node, gpus, s.partition, s.account, s.qos,
                         s.time, s.exclude, tuple(s.extra))  # fmt: skip
 
 
@@ -62,7 +64,8 @@ def submit(elements: list[Element], parent: Job) -> int:
     """Render, save, submit; with slurm.wait, follow the job to its end. More than one element:
     one job array (slurm.array=true), each element writing its own run directory."""
     cfg = parent.config
-    opts = options(cfg.slurm)
+    # GPUs per node: cluster.gpus_per_node for a job on GPUs; a CPU job asks for none.
+    opts = options(cfg.slurm, cluster_gpus_per_node=cfg.cluster.gpus_per_node if parent.device_type == "cuda" else None)
     array = len(elements) > 1
     if array:
         opts = SlurmOptions(**{**opts.__dict__, "extra": (*opts.extra, f"--array=0-{len(elements) - 1}")})

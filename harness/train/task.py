@@ -1,6 +1,8 @@
 """`harness train`: the validation that runs before any rank starts (validate -> TrainPlan), and
 on one rank: the mesh, the model and engine, resume, then the loop of `harness.train.trainer`.
-A dry run (train.dry_run) plans without ranks.
+A dry run (train.dry_run) plans without ranks: the memory per device of the layout, whether it
+fits the hardware, the checkpoint's size and the estimated step (`harness.train.plan`);
+train.plan=auto chooses the layout (the fastest that fits) and trains it unless it is a dry run.
 
 The parallel layout (section `parallel`, issue 13) is checked here with perf.layout's rules
 (`validate_layout`: every broken rule with its arithmetic, one line, exit 2) plus what this
@@ -9,12 +11,12 @@ across pipeline stages, sequence shards that do not divide."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,17 +26,18 @@ from harness.config.job import Job
 from harness.config.schema import RunConfig
 from harness.dist import DistContext, gather_objects, host_name
 from harness.errors import EXIT_OK, ConfigError
-from harness.hardware import peak_tflops
-from harness.perf.layout import Layout, bubble_fraction, kv_heads_replicated, layout_notes, validate_layout
-from harness.perf.memory import memory_plan
+from harness.hardware import Profile, peak_tflops
+from harness.perf.layout import Layout, bubble_fraction, layout_notes, validate_layout
 from harness.perf.shape import ModelShape, flops_per_token, param_count
 from harness.results import RunRecord
 from harness.tasks import Outcome
-from harness.train import checkpoint, metrics, trainer
+from harness.train import checkpoint, metrics, resume, trainer
+from harness.train import plan as planner
 from harness.train.data import BatchSpec, SyntheticData, TokenFileData, open_token_file
 from harness.train.engines import DATA_PARALLEL_ONLY, ENGINES, build_engine
 from harness.train.engines.base import COMPUTE_DTYPES
 from harness.train.mesh import build_mesh, mesh_record
+from harness.train.parallelize import compile_stats
 from harness.train.tensor_parallel import FUSED_CROSS_ENTROPY_TP
 
 step_line = trainer.step_line
@@ -79,18 +82,22 @@ class TrainPlan:
     shape: ModelShape
     dry_run: bool = False
     layout: Layout | None = None
+    profile: Profile | None = None
+    """The hardware planned for (a dry run, train.plan=auto); None: not needed or not known."""
+    ranked: tuple[dict[str, Any], ...] = ()
+    """train.plan=auto: the best layouts that fit (`train_plan_layout` rows), fastest first; the
+    layout above is the first."""
 
 
 def validate(job: Job) -> TrainPlan:
     """Every check that can run before the ranks start (bad input: one line, exit code 2)."""
-    cfg = job.config
-    shape, layout = check(cfg, job.world_size, job.device_type)
-    return TrainPlan(shape, bool(cfg.train.dry_run), layout)
+    return check(job.config, job.world_size, job.device_type)
 
 
-def check(cfg: RunConfig, world_size: int | None, device_type: str) -> tuple[ModelShape, Layout | None]:
+def check(cfg: RunConfig, world_size: int | None, device_type: str, *, on_ranks: bool = False) -> TrainPlan:
     """The checks of a training config for this world size (None: not known yet, the layout is
-    checked on the ranks); the model's shape and the resolved layout."""
+    checked on the ranks): the model's shape, the resolved (or chosen) layout, the hardware. Before
+    the ranks start, also whether its checkpoint folder may be used (harness.train.resume)."""
     shape = model_shape(cfg)
     t = cfg.train
     if cfg.engine.name not in ENGINES:
@@ -107,17 +114,42 @@ def check(cfg: RunConfig, world_size: int | None, device_type: str) -> tuple[Mod
     if t.seq_len > shape.max_seq_len:
         raise ConfigError(f"train.seq_len={t.seq_len} exceeds model.max_seq_len={shape.max_seq_len}")
     metrics.validate(cfg.logger)
+    planner.check_options(cfg)
+    if t.compile and cfg.engine.name == "deepspeed" and cfg.engine.zero_stage == 3:
+        raise ConfigError("train.compile=true with DeepSpeed ZeRO-3: its weight-gathering hooks on every submodule "
+                          "are torch.compiler.disable'd, which breaks a compiled block's graph; use engine=fsdp "
+                          "(or engine.zero_stage ≤ 2)")  # fmt: skip
     if t.resume not in ("auto", "never") and not (Path(t.resume) / checkpoint.TRAINER).is_file():
         raise ConfigError(f"train.resume={t.resume!r}: not a checkpoint folder; use auto, never or a step-* folder")
-    layout = None if world_size is None else layout_of(cfg, shape, world_size, device_type)
+    auto = t.plan == "auto"
+    profile = planner.profile_of(cfg, device_type, need=auto) if t.dry_run or auto else None
+    layout, ranked = None, ()
+    if world_size is not None and auto:
+        assert profile is not None
+        layout, ranked = choose_layout(cfg, shape, world_size, profile)
+    elif world_size is not None:
+        layout = layout_of(cfg, shape, world_size, device_type)
+    plan = TrainPlan(shape, bool(t.dry_run), layout, profile, ranked)
     if t.dry_run:
-        return shape, layout
+        return plan
     if cfg.data.kind == "tokens":
         open_token_file(cfg.data.path, cfg.data.dtype, shape.vocab_size, t.seq_len)
     elif cfg.data.kind != "synthetic":
         raise ConfigError(f"data.kind={cfg.data.kind!r}; choices: synthetic, tokens")
-    resume_point(cfg, shape)
-    return shape, layout
+    if not on_ranks:  # the lock, the free space, a usable checkpoint (the ranks verify every byte)
+        global_batch = t.global_batch or (t.micro_batch * layout.dp if layout else None)
+        need = planner.checkpoint_bytes(shape, cfg.engine, t, world_size=world_size or 1)
+        resume.before_ranks(cfg, shape, global_batch, need)
+    return plan
+
+
+def choose_layout(cfg: RunConfig, shape: ModelShape, world_size: int,
+                  profile: Profile) -> tuple[Layout, tuple[dict[str, Any], ...]]:  # fmt: skip
+    """train.plan=auto: the fastest layout that fits, and the best planner.TOP as rows."""
+    device = planner.cost_device(profile, need=True)
+    assert device is not None
+    plans = planner.auto_plans(cfg, shape, device, world_size)
+    return plans[0].layout, tuple(planner.layout_row(i, p) for i, p in enumerate(plans[: planner.TOP], 1))
 
 
 def layout_of(cfg: RunConfig, shape: ModelShape, world_size: int, device_type: str) -> Layout:
@@ -141,45 +173,8 @@ def layout_of(cfg: RunConfig, shape: ModelShape, world_size: int, device_type: s
                                global_batch=t.global_batch or t.micro_batch * dp, micro_batch=t.micro_batch,
                                gpus_per_node=per_node)  # fmt: skip
     if not t.dry_run:
-        _trainer_limits(resolved, shape, t.seq_len)
+        planner.trainer_limits(resolved, shape, t.seq_len)
     return resolved
-
-
-def _trainer_limits(layout: Layout, shape: ModelShape, seq_len: int) -> None:
-    """What this trainer does not do, although the layout itself is valid (the dry run and the
-    cost model accept it)."""
-    copies = kv_heads_replicated(shape, layout.tp)
-    if copies > 1:
-        raise ConfigError(
-            f"parallel.tp={layout.tp} > model.n_kv_heads={shape.n_kv_heads}: each KV head would be replicated on "
-            f"{copies} TP ranks, which this trainer does not do; use tp ≤ {shape.n_kv_heads}"
-        )
-    if shape.tied_embeddings and layout.pp > 1:
-        raise ConfigError(f"model.tied_embeddings=true with parallel.pp={layout.pp}: the embedding (first stage) "
-                          "and the output head (last stage) cannot share a weight; use pp=1")  # fmt: skip
-    local = seq_len // layout.cp
-    if layout.tp > 1 and layout.sequence_parallel and local % layout.tp:
-        raise ConfigError(
-            f"train.seq_len / parallel.cp = {seq_len} / {layout.cp} = {local} tokens is not divisible by "
-            f"parallel.tp={layout.tp} (sequence parallelism gives each TP rank an equal share of the sequence)"
-        )
-
-
-def resume_point(cfg: RunConfig, shape: ModelShape) -> Path | None:
-    """The checkpoint to continue from, checked against this model's shape."""
-    if cfg.train.resume == "never":
-        return None
-    path = checkpoint.latest(Path(cfg.train.ckpt_dir)) if cfg.train.resume == "auto" else Path(cfg.train.resume)
-    if path is None:
-        return None
-    saved = checkpoint.read_trainer_state(path)
-    if saved.get("model_shape") != dataclasses.asdict(shape) or saved.get("engine") != cfg.engine.name:
-        raise ConfigError(
-            f"checkpoint {path} was written for engine {saved.get('engine')} and model "
-            f"{saved.get('model_name')}, not {cfg.engine.name} and {cfg.model.name}; "
-            "use another train.ckpt_dir or train.resume=never"
-        )
-    return path
 
 
 def run(job: Job, ctx: DistContext | None, record: RunRecord | None) -> Outcome:
@@ -188,7 +183,8 @@ def run(job: Job, ctx: DistContext | None, record: RunRecord | None) -> Outcome:
     if ctx is None:
         return dry_run(job, record)
     # The world is known now: check again with it (under an external launcher it was not).
-    shape, layout = check(cfg, ctx.world_size, ctx.device.type)
+    plan = check(cfg, ctx.world_size, ctx.device.type, on_ranks=True)
+    shape, layout = plan.shape, plan.layout
     assert layout is not None
     t = cfg.train
     accumulation = accumulation_steps(cfg, layout.dp)
@@ -207,11 +203,15 @@ def run(job: Job, ctx: DistContext | None, record: RunRecord | None) -> Outcome:
     spec = BatchSpec(t.micro_batch, t.seq_len, shape.vocab_size, t.seed)
     data = SyntheticData(spec) if cfg.data.kind == "synthetic" else TokenFileData(spec, cfg.data.path, cfg.data.dtype)
     start, rng = 0, None
-    resume = resume_point(cfg, shape)
-    if resume is not None:
-        engine.load(resume)
-        start = checkpoint.read_trainer_state(resume)["step"]
-        rng = checkpoint.restore_rng(resume, world_size=ctx.world_size, seed=t.seed, step=start)
+    # Every rank verifies a share of each candidate's files; all take the same one.
+    choice = resume.on_ranks(cfg, shape, t.micro_batch * accumulation * layout.dp, ctx.rank, ctx.world_size)
+    if choice.path is not None:
+        engine.load(choice.path)
+        start = choice.step
+        rng = checkpoint.restore_rng(choice.path, world_size=ctx.world_size, seed=t.seed, step=start)
+    for line in choice.warnings if record else ():
+        display.note(line)
+        record.add_notes(line)
     hosts = gather_objects(ctx, host_name())
     tr = trainer.Trainer(engine, data, shape, layout, None, start, accumulation,
                          tokens_per_step=t.micro_batch * accumulation * layout.dp * t.seq_len,
@@ -219,22 +219,26 @@ def run(job: Job, ctx: DistContext | None, record: RunRecord | None) -> Outcome:
                          hfu_fpt=flops_per_token(shape, t.seq_len, recompute=t.activation_checkpointing),
                          peak=peak_tflops(devices.device_name(ctx.device.type), ctx.device.type, t.dtype))  # fmt: skip
     if record:
-        _record_setup(cfg, record, tr, kernel_path=kernel_path, rng=rng, hosts=hosts or [])
+        _record_setup(cfg, record, tr, kernel_path=kernel_path, rng=rng, hosts=hosts or [], plan=plan)
     for sig in (signal.SIGTERM, signal.SIGUSR1):  # preemption: finish the step, checkpoint, exit
         signal.signal(sig, trainer.on_stop)
     if record:
         tr.logger = metrics.make_logger(cfg.logger, record.path, record.run_id, record.manifest["config"])
     try:
-        return trainer.loop(cfg, ctx, record, tr)
+        outcome = trainer.loop(cfg, ctx, record, tr)
     finally:
         if tr.logger:
             tr.logger.finish()
+    if record and t.compile:
+        record.update(train={**record.manifest["train"], **compile_stats()})
+    return outcome
 
 
 def _record_setup(cfg: RunConfig, record: RunRecord, tr: trainer.Trainer, *, kernel_path: str | None,
-                  rng: str | None, hosts: list[str]) -> None:  # fmt: skip
+                  rng: str | None, hosts: list[str], plan: TrainPlan) -> None:  # fmt: skip
     """Rank 0: the run's training facts in the manifest (model, FLOPs, layout, mesh and the hosts
-    of each group, what resuming did), and the notes a user should see."""
+    of each group, what resuming did, compile, the layouts train.plan=auto ranked), and the notes
+    a user should see."""
     t, shape, layout = cfg.train, tr.shape, tr.layout
     params = param_count(shape)
     device = devices.device_name(tr.engine.device.type)
@@ -251,8 +255,13 @@ def _record_setup(cfg: RunConfig, record: RunRecord, tr: trainer.Trainer, *, ker
         "data": cfg.data.kind, "entropy_floor_nats": tr.data.entropy_floor_nats,
         "layout": {**layout.to_row(), "describe": layout.describe()}, "pipeline_bubble": bubble_fraction(layout),
         "mesh": mesh_record(layout, hosts), "cross_entropy_tp": fused_ce, "rng_on_resume": rng,
-        "exit_after_step": t.exit_after_step or None,
+        "exit_after_step": t.exit_after_step or None, "compile": t.compile,
+        "plan": {"mode": t.plan, "hardware": plan.profile.name if plan.profile else None,
+                 "layouts": [row["layout"] for row in plan.ranked]},
     })  # fmt: skip
+    if plan.ranked and plan.profile:
+        record.add_rows(list(plan.ranked))
+        planner.show_layouts(list(plan.ranked), world_size=layout.world_size, hardware_name=plan.profile.name)
     if tr.data.entropy_floor_nats is not None:
         display.note(f"data: a seeded Markov chain whose loss floor (entropy rate) is "
                      f"{tr.data.entropy_floor_nats:.3f} nats; uniform guessing scores "
@@ -273,30 +282,24 @@ def _record_setup(cfg: RunConfig, record: RunRecord, tr: trainer.Trainer, *, ker
 
 
 def dry_run(job: Job, record: RunRecord | None) -> Outcome:
-    """The plan of a run, from shapes alone: parameters, FLOPs, memory per device."""
+    """The plan of a run, from shapes alone: parameters, FLOPs, memory per device of its layout,
+    whether it fits the hardware and what to change, the checkpoint's size, the estimated step;
+    with train.plan=auto the ranked layouts too."""
     cfg, plan = job.config, job.plan
     world_size = job.world_size or 1
-    shape = plan.shape
-    layout = plan.layout or layout_of(cfg, shape, world_size, job.device_type)
-    t = cfg.train
-    accumulation = accumulation_steps(cfg, layout.dp)
-    params = param_count(shape)
-    stage = {"deepspeed": cfg.engine.zero_stage, "fsdp": 3, "ddp": 0}[cfg.engine.name]
-    # Data-parallel memory only; the plan per layout (TP, PP, CP) is issue 14's.
-    memory = memory_plan(shape, dtype=t.dtype, zero_stage=stage, dp_size=layout.dp, micro_batch=t.micro_batch,
-                         seq_len=t.seq_len, activation_checkpointing=t.activation_checkpointing)  # fmt: skip
-    fpt = flops_per_token(shape, t.seq_len)
-    tokens_per_step = t.micro_batch * accumulation * layout.dp * t.seq_len
-    row = {
-        "kind": "train_plan", "model": cfg.model.name, "engine": cfg.engine.name, "zero_stage": stage,
-        "world_size": world_size, "n_params": params.total, "n_params_embedding": params.embedding,
-        "seq_len": t.seq_len, "tokens_per_step": tokens_per_step, "flops_per_token": fpt,
-        "flops_per_step": fpt * tokens_per_step, "memory_per_device_bytes": memory.total,
-        "memory_weights_bytes": memory.weights, "memory_gradients_bytes": memory.gradients,
-        "memory_optimizer_bytes": memory.optimizer, "memory_activations_bytes": memory.activations,
-        **layout.to_row(), "pipeline_bubble": bubble_fraction(layout), "passed": True,
-    }  # fmt: skip
+    if plan.layout is None:  # planned without a world size: plan for one rank
+        plan = check(cfg, world_size, job.device_type)
+    assert plan.layout is not None
+    row = planner.plan_row(cfg, plan.shape, plan.layout, world_size=world_size, profile=plan.profile)
     if record:
-        record.add_rows([row])
-        record.update(summary={"train_plan": {k: v for k, v in row.items() if k not in ("kind", "passed")}})
-    return Outcome("ok", None, EXIT_OK, lambda: display.plan_table(row))
+        record.add_rows([row, *plan.ranked])
+        summary = {k: v for k, v in row.items() if k not in ("kind", "passed")}
+        record.update(summary={"train_plan": summary, "train_plan_layouts": [r["layout"] for r in plan.ranked]})
+
+    def show() -> None:
+        if plan.ranked:
+            assert plan.profile is not None
+            planner.show_layouts(list(plan.ranked), world_size=world_size, hardware_name=plan.profile.name)
+        planner.show_plan(row)
+
+    return Outcome("ok", None, EXIT_OK, show)

@@ -20,12 +20,12 @@ import torch.distributed as dist
 from harness import display
 from harness.config.schema import RunConfig
 from harness.dist import DistContext
-from harness.errors import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
+from harness.errors import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, ConfigError
 from harness.perf.layout import Layout, bubble_fraction
 from harness.perf.shape import ModelShape
 from harness.results import RunRecord
 from harness.tasks import Outcome
-from harness.train import checkpoint
+from harness.train import checkpoint, resume
 from harness.train.data import first_index
 
 _stop: list[str] = []
@@ -64,25 +64,66 @@ def peak_memory(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def trainer_state(cfg: RunConfig, shape: ModelShape, step: int, world_size: int) -> dict[str, Any]:
+def trainer_state(cfg: RunConfig, shape: ModelShape, step: int, world_size: int, global_batch: int) -> dict[str, Any]:
     """trainer.json of a checkpoint. The data sampler is a pure function of (seed, step, global
     sample index): the step number is all the data position there is. The world size says
-    whether per-rank RNG states can be restored."""
-    return {"step": step, "engine": cfg.engine.name, "model_name": cfg.model.name,
-            "model_shape": dataclasses.asdict(shape), "seed": cfg.train.seed, "world_size": world_size}  # fmt: skip
+    whether per-rank RNG states can be restored; the identity, whose run this is."""
+    return {"step": step, "steps": cfg.train.steps, "engine": cfg.engine.name, "model_name": cfg.model.name,
+            "model_shape": dataclasses.asdict(shape), "seed": cfg.train.seed, "world_size": world_size,
+            "identity": resume.identity(cfg, shape, global_batch)}  # fmt: skip
 
 
 def loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, tr: Trainer) -> Outcome:
     """Steps start+1 .. train.steps (or train.exit_after_step), with the stop checks, rows and
-    checkpoints."""
+    checkpoints, holding the checkpoint folder's lock (rank 0) throughout."""
+    t = cfg.train
+    stop_after = t.exit_after_step if 0 < t.exit_after_step < t.steps else t.steps
+    if tr.start >= stop_after:  # nothing to train: say so, rather than end ok with no rows
+        return _already_complete(record, tr.start, t.steps)
+    lock = resume.Lock(Path(t.ckpt_dir), record.run_id if record else "") if ctx.rank == 0 else None
+    problem = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except (ConfigError, OSError) as exc:
+            problem = str(exc)
+    problem = checkpoint.agree(problem)
+    if problem:  # every rank: exit 2, as when the lock was seen before the ranks started
+        raise ConfigError(problem)
+    if lock is not None and lock.took_over:
+        was = lock.took_over
+        line = (f"took over the lock of {t.ckpt_dir} from run {was.get('run_id')} (pid {was.get('pid')} on "
+                f"{was.get('host')}), which is no longer running")  # fmt: skip
+        display.note(line)
+        if record:
+            record.add_notes(line)
+    try:
+        return _loop(cfg, ctx, record, tr, stop_after)
+    except checkpoint.CheckpointError as exc:
+        return Outcome("failed", str(exc), EXIT_FAILED, None)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _already_complete(record: RunRecord | None, step: int, steps: int) -> Outcome:
+    line = f"already complete at step {step} (train.steps={steps}): nothing to train"
+    if record:
+        record.update(step=step, summary={"train": {"already_complete_at_step": step}})
+        record.add_notes(line)
+    return Outcome("ok", None, EXIT_OK, lambda: display.console.print(line, markup=False))
+
+
+def _loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, tr: Trainer, stop_after: int) -> Outcome:
     t = cfg.train
     ckpt_dir = Path(t.ckpt_dir)
     rows: list[dict[str, Any]] = []
     last = tr.start
-    stop_after = t.exit_after_step if 0 < t.exit_after_step < t.steps else t.steps
+    global_batch = tr.tokens_per_step // t.seq_len
 
     def save(step: int) -> None:
-        checkpoint.save(ckpt_dir, step, tr.engine.save, trainer_state(cfg, tr.shape, step, ctx.world_size))
+        state = trainer_state(cfg, tr.shape, step, ctx.world_size, global_batch)
+        checkpoint.save(ckpt_dir, step, tr.engine.save, state)
 
     for step in range(tr.start + 1, stop_after + 1):
         flag = torch.tensor([1.0 if _stop else 0.0], device=ctx.device)

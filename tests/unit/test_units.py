@@ -72,3 +72,11 @@ def test_format_bytes_round_trips() -> None:
     for nbytes in (1, 1000, 1024, 3 * 2**20, 2**30, 5 * 2**40):
         assert units.parse_bytes(units.format_bytes(nbytes)) == nbytes
     assert units.format_bytes(64 * 2**20) == "64M"
+
+
+@pytest.mark.parametrize(
+    ("nbytes", "text"),
+    [(512, "512 B"), (1536, "1.50 KiB"), (5_872_025, "5.60 MiB"), (80 * 2**30, "80.0 GiB"), (1.07 * 2**40, "1.07 TiB")],
+)
+def test_human_bytes(nbytes: float, text: str) -> None:
+    assert units.human_bytes(nbytes) == text

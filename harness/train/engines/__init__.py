@@ -13,6 +13,7 @@ from harness.train.engines.deepspeed import DeepSpeedEngine
 from harness.train.engines.fsdp import FsdpEngine
 from harness.train.mesh import ParallelDims
 from harness.train.model import Transformer, materialize
+from harness.train.parallelize import apply_compile
 
 ENGINES = ("deepspeed", "fsdp", "ddp")
 DATA_PARALLEL_ONLY = ("deepspeed", "ddp")
@@ -30,6 +31,8 @@ def build_engine(shape: ModelShape, train: TrainConfig, engine: EngineConfig, de
     with torch.device("meta"):
         model = Transformer(shape, activation_checkpointing=train.activation_checkpointing, fused=fused)
     materialize(model, device, train.seed)
+    if train.compile:  # before DDP or DeepSpeed wrap the model, as parallelize does before FSDP
+        apply_compile(model)
     if engine.name == "ddp":
         return DdpEngine(model, train, engine, device)
     return DeepSpeedEngine(model, train, engine, device, micro_batch=micro_batch, accumulation=accumulation)

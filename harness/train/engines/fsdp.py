@@ -59,7 +59,9 @@ class FsdpEngine(Engine):
                 part = Transformer(shape, activation_checkpointing=train.activation_checkpointing, fused=fused)
             if n_stages > 1:
                 pipeline.cut(part, stage, n_stages)
-            self.parts.append(parallelize(part, dims, device=device, seed=train.seed, param_dtype=self.dtype))
+            self.parts.append(
+                parallelize(part, dims, device=device, seed=train.seed, param_dtype=self.dtype, compile=train.compile)
+            )
         self.optimizers = [adamw(part.parameters(), train) for part in self.parts]
         self.schedule = None
         if layout.pp > 1:
