@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Table
+from rich.text import Text
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,11 @@ class _Tee:
 
 
 # Logs (a batch job's output file) are not terminals: give tables room instead of rich's 80 columns.
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Markup is opt-in (markup=True where a line styles itself): text from outside (an error from a
+# rank, a path, a headline) holds brackets, and "[/__w/.../pair.cc:553]" read as a closing tag
+# made the report of a failed job crash (rich.errors.MarkupError).
+console = Console(highlight=False, soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def log_to(log: Any | None) -> None:
@@ -87,19 +91,18 @@ def progress(done: int, total: int, bench: Tabled, rows: list[dict[str, Any]]) -
     """'[ 3/22] all_reduce  float32  4,096 ...' for a case; ranks summarised when there are many."""
     width = len(str(total))
     prefix = f"[{done:>{width}}/{total}] {bench.name:<10}"
-    flag = "" if all(r["passed"] for r in rows) else "  [bold red]WRONG[/]"
+    flag = Text("" if all(r["passed"] for r in rows) else "  WRONG", style="bold red")
     if len(rows) <= 4:
         for row in rows:
             cells = "  ".join(f"{c.header} {_cell(c, row)}" for c in bench.columns if row.get(c.key) is not None)
-            console.print(f"{prefix} {cells}{flag}")
+            console.print(Text(f"{prefix} {cells}") + flag)
         return
     first = next(c for c in bench.columns if c.key in ("tflops", "busbw_gbps", "gbps", "gflops"))
     values = [r[first.key] for r in rows if r.get(first.key) is not None]
     label = "  ".join(_cell(c, rows[0]) for c in bench.columns if c.key in ("dtype", "shape", "bytes"))
-    console.print(
-        f"{prefix} {label}  {first.header}: median {statistics.median(values):.3f}, "
-        f"min {min(values):.3f}, max {max(values):.3f} over {len(rows)} ranks{flag}"
-    )
+    line = (f"{prefix} {label}  {first.header}: median {statistics.median(values):.3f}, "
+            f"min {min(values):.3f}, max {max(values):.3f} over {len(rows)} ranks")  # fmt: skip
+    console.print(Text(line) + flag)
 
 
 class Progress:
@@ -138,7 +141,7 @@ class Progress:
 
 def note(message: str) -> None:
     """A remark about the plan (a rounded size, a skipped dtype)."""
-    console.print(f"[yellow]note:[/] {escape(message)}")
+    console.print(f"[yellow]note:[/] {escape(message)}", markup=True)
 
 
 def summaries(by_bench: dict[str, dict[str, Any]]) -> None:
@@ -155,7 +158,7 @@ def summaries(by_bench: dict[str, dict[str, Any]]) -> None:
             text = "; ".join(parts)
         else:
             text = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
-        console.print(f"[bold]{name}[/]: {text}")
+        console.print(f"[bold]{name}[/]: {escape(text)}", markup=True)
 
 
 def tables(rows_by_bench: Mapping[str, list[dict[str, Any]]], benches: Mapping[str, Tabled]) -> None:
@@ -172,7 +175,7 @@ def tables(rows_by_bench: Mapping[str, list[dict[str, Any]]], benches: Mapping[s
             table.add_column(column.header, justify="left" if column.key in ("dtype", "shape") else "right")
         table.add_column("check")
         for row in rows:
-            table.add_row(*(_cell(c, row) for c in columns), "ok" if row["passed"] else "[red]FAIL[/]")
+            table.add_row(*(_cell(c, row) for c in columns), "ok" if row["passed"] else Text("FAIL", style="red"))
         console.print(table)
 
 

@@ -125,6 +125,20 @@ def too_few_peers(figures: list[Figure], min_peers: int) -> list[str]:
     return [f"{metric} ({n} < {min_peers})" for metric, n in counts.items() if n < min_peers]
 
 
+def too_few_peers_note(figures: list[Figure], min_peers: int) -> str | None:
+    """The report's banner for `too_few_peers`, grouped by count so each count names its own
+    metrics: 'not gated by peers (2 < 3): gemm, memory; (1 < 3): all_reduce; ...'. None: all gated."""
+    by_count: dict[str, list[str]] = {}
+    for item in too_few_peers(figures, min_peers):
+        metric, count = item.rsplit(" (", 1)
+        by_count.setdefault(count.rstrip(")"), []).append(metric)
+    if not by_count:
+        return None
+    counts = sorted(by_count, key=lambda c: -int(c.split()[0]))
+    groups = "; ".join(f"({count}): {', '.join(by_count[count])}" for count in counts)
+    return f"not gated by peers {groups}; absolute thresholds, references, health and correctness still judge"
+
+
 def declaration(metric: str) -> tuple[GateFigure | None, str | None]:
     """The declared gate figure a metric name instantiates, and its dtype ({dtype} templates)."""
     for declared in DECLARED:

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from harness import display, plots
 from harness.accept import gates
@@ -91,24 +92,24 @@ def node_rows(checks: list[Check]) -> list[dict[str, Any]]:
 
 def console(checks: list[Check], verdict: str, exclude: str, drains: list[str], banners: Sequence[str] = ()) -> None:
     for banner in banners:
-        display.console.print(f"[bold yellow]NOTE[/] {escape(banner)}")
+        display.console.print(f"[bold yellow]NOTE[/] {escape(banner)}", markup=True)
     table = Table(title="acceptance scorecard", title_justify="left")
     for column in ("check", "scope", "status", "pass", "warn", "fail", "n/a", "worst subject"):
         table.add_column(column)
     for r in scorecard_rows(checks):
         colour = COLOURS[r["status"]]
-        table.add_row(r["check"], r["scope"], f"[{colour}]{r['status'].upper()}[/]", *(str(r[s]) for s in STATUSES),
-                      escape(r["detail"]))  # fmt: skip
+        table.add_row(r["check"], r["scope"], Text(r["status"].upper(), style=colour),
+                      *(str(r[s]) for s in STATUSES), r["detail"])  # fmt: skip
     display.console.print(table)
     for c in flagged(checks):
         display.console.print(f"[red]FLAGGED[/] {escape(c.subject)} {c.uuid or ''} {c.name}: "
-                              f"{escape(c.reason)}")  # fmt: skip
+                              f"{escape(c.reason)}", markup=True)  # fmt: skip
     if exclude:
         display.console.print(f"exclude.txt: {exclude}")
         for line in drains:
             display.console.print(f"  {line}", markup=False)
     colour = "green" if verdict == "pass" else "red"
-    display.console.print(f"[bold {colour}]acceptance: {verdict.upper()}[/]")
+    display.console.print(f"[bold {colour}]acceptance: {verdict.upper()}[/]", markup=True)
 
 
 def markdown(checks: list[Check], verdict: str, meta: dict[str, Any], exclude: str, drains: list[str],

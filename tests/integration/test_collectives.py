@@ -75,7 +75,7 @@ def test_the_all_suite(results_dir: Path) -> None:
     benches = {r["kind"] for r in run.rows}
     assert benches == {"gemm", "memory", "hpl", *OPS_NAMES}  # host_link does not apply on CPU
     assert "host_link: not applicable on cpu (no device memory, no host link); skipped" in run.manifest["notes"]
-    assert sorted(run.manifest["files"]) == ["busbw.png", "gemm_tflops.png", "memory_gbps.png"]
+    assert sorted(run.manifest["files"]) == ["busbw.png", "console.log", "gemm_tflops.png", "memory_gbps.png"]
     hpl = [r for r in run.rows if r["kind"] == "hpl"]
     assert len(hpl) == 2 and all(r["passed"] and r["residual"] < 16 and r["gflops"] > 0 for r in hpl)
     memory = [r for r in run.rows if r["kind"] == "memory"]

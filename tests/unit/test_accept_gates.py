@@ -66,6 +66,12 @@ def test_two_peers_do_not_gate_each_other() -> None:
     assert {c.status for c in checks} == {"n/a"}
     assert all("not gated by peers (2 < 3)" in c.reason for c in checks)
     assert gates.too_few_peers([*pair], 3) == ["gemm_float32_tflops (2 < 3)"]
+    node = Figure("all_reduce_busbw_gbps", "node", "n1", 1.0, "GB/s", "n1")
+    note = gates.too_few_peers_note([*pair, node], 3)  # each count names its own figures
+    assert note is not None and note.startswith(
+        "not gated by peers (2 < 3): gemm_float32_tflops; (1 < 3): all_reduce_busbw_gbps; absolute"
+    )
+    assert gates.too_few_peers_note([*pair], 2) is None
     absolute = judge([gpu_figure(780.0, 0), gpu_figure(600.0, 1)])  # H100: 0.75 x 989 still judges
     assert [c.status for c in by(absolute, "gemm_bfloat16_tflops")] == ["pass", "fail"]
     assert {c.status for c in by(absolute, "gemm_bfloat16_tflops_outlier")} == {"n/a"}

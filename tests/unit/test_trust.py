@@ -122,3 +122,28 @@ def test_a_training_line_shows_what_users_watch() -> None:
            "mfu": None, "step_time_s": 0.031, "peak_memory_bytes": 2**30}  # fmt: skip
     line = step_line(row, 40, 12.0)
     assert "grad 1.25" in line and "31 ms" in line and "mem 1.00 GiB" in line and "ETA 00:12" in line
+
+
+def test_text_from_outside_is_printed_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """A rank's error holds brackets ('[/__w/.../pair.cc:553]'); read as rich markup, it crashed
+    the report of a failed Slurm job. Styled words still come out as words, not tags."""
+    from harness.scheduler import slurm
+
+    error = "rank 1: RuntimeError: [/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed"
+    monkeypatch.setattr(slurm, "_manifest", lambda _run_dir: {"status": "failed", "error": error})
+    (tmp_path / "slurm-7.out").write_text("[bold]not a style[/] [/x]\n")
+    assert slurm.show(tmp_path, "FAILED") == 1
+    out = capsys.readouterr().out
+    assert f"error: {error}" in out and "[bold]not a style[/] [/x]" in out
+
+    class Bench:
+        name, description = "all_reduce", "sum"
+        columns = (display.Column("busbw_gbps", "busbw", "{:.1f}"),)
+
+    display.progress(1, 2, Bench(), [{"busbw_gbps": 2.0, "passed": False}])
+    display.note("size [1/2] rounded")
+    report.console([Check("gemm_float32_tflops", "gpu", "n1 gpu0", "fail", "slow [x]", value=1.0)], "fail", "", [])
+    out = capsys.readouterr().out
+    assert "busbw 2.0  WRONG" in out and "note: size [1/2] rounded" in out and "[red]" not in out
+    assert "FLAGGED n1 gpu0" in out and "slow [x]" in out and "acceptance: FAIL" in out
