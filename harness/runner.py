@@ -38,22 +38,35 @@ _signalled: list[str] = []
 _parent: list[int] = []
 FLIGHT_DIR = "flight-recorder"
 """Where each failing rank leaves its flight recorder dump, inside the run directory."""
+ORPHANED = "the harness supervisor died"
+"""What an orphaned rank's record says (its supervisor, which held the rendezvous store, is gone)."""
+ORPHAN_SETTLE_S = 0.25
+"""How long a signalled rank watches for its supervisor's death before it asks its peers."""
 STALE_HEARTBEAT_S = 5.0
 """A rank whose heartbeat (every second) is older than this, and that reported nothing, has
 stopped answering."""
 
 
-def _orphaned() -> bool:
+def _orphaned(settle_s: float = 0.0) -> bool:
     """True in a rank whose supervisor died (the kernel's parent-death signal woke it): the
-    rendezvous store lived in the supervisor, so nothing can be asked of it."""
-    return bool(_parent) and os.getppid() != _parent[0]
+    rendezvous store lived in the supervisor, so nothing can be asked of it. The signal comes
+    when the thread that started this rank exits, which under SIGKILL can be a moment before
+    the supervisor's last thread does (getppid() changes then): `settle_s` waits for that."""
+    if not _parent:
+        return False
+    deadline = time.monotonic() + settle_s
+    while os.getppid() == _parent[0]:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _on_signal(signum: int, _frame: Any) -> None:
     name = signal.Signals(signum).name
     _signalled.append(name)
     if _orphaned():
-        raise RunInterrupted(f"interrupted by {name}: the harness supervisor died")
+        raise RunInterrupted(f"interrupted by {name}: {ORPHANED}")
     raise RunInterrupted(f"interrupted by {name}")
 
 
@@ -297,7 +310,9 @@ def _failure(ctx: dist.DistContext | None, job: Job, exc: BaseException, record:
             traceback.print_exc()
         return Outcome("interrupted" if interrupted else "failed", f"rank {rank}: {what}",
                        EXIT_INTERRUPTED if interrupted else EXIT_FAILED)  # fmt: skip
-    if _orphaned():  # no store, no peers to ask: record what happened and end
+    if _orphaned(ORPHAN_SETTLE_S if _signalled else 0.0):  # no store, no peers to ask: record what happened
+        if ORPHANED not in what:  # the signal handler ran before getppid() showed the new parent
+            what = f"{what}: {ORPHANED}"
         return Outcome("interrupted", f"rank {ctx.rank}: {what}", EXIT_INTERRUPTED)
     peers.report_error(ctx, "interrupted" if interrupted else "failed", what)
     flight = peers.flight_record()

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
+from types import SimpleNamespace
 
-from harness import faults
+import pytest
+
+from harness import faults, runner
+from harness.errors import RunInterrupted
 from harness.faults import Failure
 from harness.peers import hung_collective, read_flight_record
 
@@ -64,3 +69,19 @@ def test_the_hung_collective_is_read_from_a_flight_recorder_dump() -> None:
     )
     assert read_flight_record(b"not a dump") is None
     assert read_flight_record(json.dumps(dump).encode()) == dump
+
+
+def test_a_rank_signalled_as_its_supervisor_dies_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent-death SIGTERM comes when the supervisor's thread that started the rank exits;
+    under SIGKILL the handler can run while getppid() still names the dying supervisor (seen in
+    CI: 'rank 0: interrupted by SIGTERM'). The record says the supervisor died all the same."""
+    parents = iter([4242, 1])  # the handler's look, then the supervisor gone
+    monkeypatch.setattr(runner, "_parent", [4242])
+    monkeypatch.setattr(runner, "_signalled", [])
+    monkeypatch.setattr(runner.os, "getppid", lambda: next(parents, 1))
+    with pytest.raises(RunInterrupted) as caught:
+        runner._on_signal(signal.SIGTERM, None)
+    assert str(caught.value) == "interrupted by SIGTERM"
+    job = SimpleNamespace(task="bench")
+    outcome = runner._failure(SimpleNamespace(rank=0), job, caught.value)  # type: ignore[arg-type]
+    assert outcome.status == "interrupted" and outcome.error == f"rank 0: interrupted by SIGTERM: {runner.ORPHANED}"
