@@ -75,6 +75,9 @@ TASKS: dict[str, Task] = {
         Task("accept", "hardware acceptance: health checks, benchmarks on every GPU, pass/fail gates (--help)",
              (*_BENCH, "hardware", "site", "accept", "cluster"), "harness.accept.task:validate",
              "harness.accept.task:run", "harness.accept.help:text", "accept.sbatch"),
+        Task("project", "project training on a cluster: step time, where it goes, sustained FLOP/s, MFU (--help)",
+             ("model", "train", "parallel", "cluster", "hardware", "project"), "harness.perf.task:validate",
+             "harness.perf.task:run", "harness.perf.help:text", ranks=False),
         *(Task(f"results {name}", summary, (), f"harness.catalog.{module}:validate_{name}",
                f"harness.catalog.{module}:run_{name}", "harness.catalog.help:text", ranks=False,
                records=name in ("compare", "regress", "trend"), positional=positional)

@@ -184,11 +184,15 @@ class ModelConfig(Sealable):
     """A decoder's shape (presets in configs/model/: tiny, small, llama3-1b/8b/70b/405b, gpt3-175b)."""
 
     name: str = MISSING
+    """The preset's name, recorded with every training row (e.g. llama3-8b)."""
     vocab_size: int = MISSING
+    """Tokens in the vocabulary (256 for the byte-level presets)."""
     dim: int = MISSING
     """Hidden size."""
     n_layers: int = MISSING
+    """Transformer blocks."""
     n_heads: int = MISSING
+    """Attention (query) heads; must divide dim."""
     n_kv_heads: int = MISSING
     """Key/value heads (grouped-query attention); must divide n_heads."""
     ffn_dim: int = MISSING
@@ -327,8 +331,25 @@ class ClusterConfig(Sealable):
     gpus_per_node: int = 8
     """GPUs (ranks) per node: TP stays within a node; accept and slurm default to it."""
     gpus: Any = None
-    """GPU count(s) to plan or project for: a number, a list, or a geometric range '8..16384x2';
-    null: the job's world size."""
+    """GPU count(s) to project for (`harness project`, required there): a number, a list, or a
+    geometric range '8..16384x2' (start, stop, factor)."""
+
+
+@dataclass
+class ProjectConfig(Sealable):
+    """`harness project`: what the projection is calibrated on and checked against (the model,
+    workload, layout, cluster and hardware come from model.*, train.*, parallel.*, cluster.* and
+    hardware=)."""
+
+    calibrate: list[str] = field(default_factory=list)
+    """Run directories measured on the hardware projected: `harness bench` runs of gemm, all_reduce,
+    all_gather, reduce_scatter or sendrecv (alpha in s and beta in GB/s per collective, GEMM TFLOP/s
+    per shape) and `harness train` runs (measured / modelled compute time, a factor); the fit's
+    relative residuals are reported. A profile without network figures (cpu) needs these."""
+    check: list[str] = field(default_factory=list)
+    """Measured runs held out of the fit (same kinds as project.calibrate): the calibrated model
+    predicts each collective row's busbw (GB/s), each gemm row's TFLOP/s and each train run's
+    median step time (s), and the relative error of every prediction is reported."""
 
 
 @dataclass
@@ -357,13 +378,20 @@ class SlurmConfig(Sealable):
     """`harness slurm submit`: the job's resources (checked, then written as #SBATCH lines)."""
 
     job_name: str = "harness"
+    """--job-name, what squeue shows."""
     nodes: int = 1
+    """--nodes."""
     ntasks_per_node: Optional[int] = None  # noqa: UP045
     """Tasks (ranks) per node: one per GPU, or per CPU share; null: Slurm's default (1)."""
     gpus_per_node: Optional[int] = None  # noqa: UP045
+    """GPUs per node (--gpus-per-node); null: cluster.gpus_per_node when the job runs on GPUs (the
+    submitting host has one), none for a CPU job."""
     partition: Optional[str] = None  # noqa: UP045
+    """--partition; null: the cluster's default."""
     account: Optional[str] = None  # noqa: UP045
+    """--account to charge; null: the user's default."""
     qos: Optional[str] = None  # noqa: UP045
+    """--qos; null: the default."""
     time: Optional[str] = None  # noqa: UP045
     """Time limit: minutes, HH:MM:SS or D-HH:MM:SS."""
     exclude: Optional[str] = None  # noqa: UP045
@@ -399,6 +427,7 @@ class HardwareConfig(Sealable):
     name: str = "auto"
     """Profile name, or auto (detect from the device name)."""
     description: str = ""
+    """The profile in words, with its datasheet (shown in reports and --help)."""
     match: list[str] = field(default_factory=list)
     """Substrings of the device name that identify this hardware."""
     peak_tflops: dict[str, float] = field(default_factory=dict)
@@ -434,7 +463,8 @@ class AcceptConfig(Sealable):
     """Largest collective message, bytes (binary K/M/G); the bandwidth gates read this size; null: 1G
     on GPU, 4M on CPU."""
     gpus_per_node: Optional[int] = None  # noqa: UP045
-    """Expected GPUs per node (health check); null: not checked (listed as not applicable)."""
+    """Expected GPUs per node (health check); null: cluster.gpus_per_node on GPU nodes, not checked on
+    CPU nodes (listed as not applicable)."""
     cores_per_node: Optional[int] = None  # noqa: UP045
     """Expected CPU cores per node; null: the nodes are compared with each other."""
     outlier_mad: float = 4.0
@@ -498,6 +528,7 @@ class RunConfig(Sealable):
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    project: ProjectConfig = field(default_factory=ProjectConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)

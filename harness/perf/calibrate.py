@@ -6,20 +6,21 @@
 - GEMMs (`harness bench gemm` rows: m, n, k, dtype, tflops): the measured (FLOPs, TFLOP/s) table
   the compute model interpolates, the best rate, its fraction of the peak, and the fixed cost of
   t = F/best + t₀ fitted over the shapes.
-- Training steps (`harness train` rows: step_time_s): the ratio of measured to modelled compute
-  time, applied to every compute term (`Device.compute_scale`).
+- Training steps (`harness train` rows: step_time_s, the median after warm-up per run): the ratio
+  of measured to modelled compute time, applied to every compute term (`Device.compute_scale`;
+  harness.perf.measured models the runs).
 
-Residuals are relative: (model − measured) / measured. Rows of another benchmark or device than
-asked, and files that are not JSON lines, are refused with one line (ConfigError).
+Residuals are relative: (model − measured) / measured. Runs are read through harness.results; a
+damaged run (corrupt manifest or rows), one that did not end ok, and rows of another benchmark or
+device than asked are refused with one line (ConfigError).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,82 +31,89 @@ from harness.errors import ConfigError
 from harness.hardware import profile_for
 from harness.perf.comm import ring_steps
 from harness.perf.device import AlphaBeta, Device, canonical_dtype
+from harness.results import DamagedRun, read_manifest, read_rows, read_run, row_kind
 from harness.units import bus_factor
 
 COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "sendrecv", "all_to_all", "broadcast", "reduce")
-CALIBRATION_KINDS = (*COLLECTIVE_OPS, "gemm", "train")
+CALIBRATION_KINDS = (*COLLECTIVE_OPS, "gemm", "train", "train_summary")
+"""Row kinds a calibration run may hold (a train run's summary row is read past, not fitted)."""
 
 
-def row_kind(row: Mapping[str, Any]) -> str | None:
-    """The kind of a row: `kind` (schema v3) or `bench` (v1, v2) — as harness.results.kinds.row_kind."""
-    kind = row.get("kind", row.get("bench"))
-    return str(kind) if kind is not None else None
+@dataclass(frozen=True)
+class MeasuredRun:
+    """A run directory as calibration reads it (through harness.results): its manifest and its
+    rows, each row given the run's device name and type, its node count and, on a CPU, the threads
+    one rank used (`device_name`, `device_type`, `nodes`, `threads_used`), for the checks below."""
+
+    path: str
+    manifest: Mapping[str, Any]
+    rows: tuple[dict[str, Any], ...]
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    @property
+    def world_size(self) -> int:
+        return int(self.manifest.get("world_size") or 1)
 
 
-def load_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a rows.jsonl file; ConfigError naming the first line that is not a JSON object."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(f"project.calibrate: cannot read {path}: {error.strerror or error}") from None
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"project.calibrate: {path} line {number} is not JSON ({error.msg})") from None
-        if not isinstance(row, dict):
-            raise ConfigError(f"project.calibrate: {path} line {number} is not a JSON object: corrupt file")
-        rows.append(row)
-    return rows
-
-
-def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
-    """A run directory's rows, each given the run's device name and type and its node count from
-    the manifest (as `device_name`, `device_type`, `nodes`), for the checks below."""
+def read_measured(run_dir: str | Path, *, key: str = "project.calibrate") -> MeasuredRun:
+    """The run at `run_dir`; ConfigError (one line, naming `key`) when it is not a run directory,
+    is damaged (a corrupt manifest or rows file, a file it lists missing), did not end ok, or has
+    no rows."""
     run_dir = Path(run_dir)
-    manifest_path = run_dir / "manifest.json"
+    if not run_dir.is_dir():
+        raise ConfigError(f"{key}: {run_dir} is not a run directory")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except OSError:
-        raise ConfigError(f"project.calibrate: {run_dir} is not a run directory (no readable manifest.json)") from None
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"project.calibrate: {manifest_path} is not JSON ({error.msg}): corrupt file") from None
-    if not isinstance(manifest, dict):
-        raise ConfigError(f"project.calibrate: {manifest_path} is not a JSON object: corrupt file")
+        manifest = read_manifest(run_dir)
+    except DamagedRun as error:
+        raise ConfigError(f"{key}: {run_dir} is damaged ({error}): corrupt file") from None
+    damage = read_run(run_dir).damage
+    if damage:
+        raise ConfigError(f"{key}: {run_dir} is damaged ({damage}): corrupt file")
+    if manifest["status"] != "ok":
+        why = manifest.get("error") or "no reason given"
+        raise ConfigError(f"{key}: {run_dir} ended {manifest['status']} ({why}); calibrate on runs that passed")
+    rows = read_rows(run_dir)
+    if not rows:
+        raise ConfigError(f"{key}: {run_dir} has no rows to fit")
     devices = [d for d in manifest.get("devices") or [] if isinstance(d, dict)]
     names = sorted({str(d.get("name")) for d in devices if d.get("name")})
     if len(names) > 1:
-        raise ConfigError(f"project.calibrate: {run_dir} mixes devices ({', '.join(names)}); calibrate on one kind")
+        raise ConfigError(f"{key}: {run_dir} mixes devices ({', '.join(names)}); calibrate on one kind")
     hosts = {h for h in manifest.get("hosts") or [] if isinstance(h, str)} | {
         str(d["host"]) for d in devices if d.get("host")
     }
+    device_type = devices[0].get("type") if devices else None
+    threads = [int(d["threads_used"]) for d in devices if isinstance(d.get("threads_used"), int)]
     extra = {
         "device_name": names[0] if names else None,
-        "device_type": devices[0].get("type") if devices else None,
+        "device_type": device_type,
         "nodes": max(1, len(hosts)),
+        "threads_used": min(threads) if threads and device_type == "cpu" else None,
     }
-    return [{**row, **{k: v for k, v in extra.items() if k not in row}} for row in load_rows(run_dir / "rows.jsonl")]
+    annotated = tuple({**row, **{k: v for k, v in extra.items() if k not in row}} for row in rows)
+    return MeasuredRun(str(run_dir), manifest, annotated)
+
+
+FITTED = "bench runs of gemm, all_reduce, all_gather, reduce_scatter or sendrecv, and train runs"
 
 
 def check_rows(
     rows: Iterable[Mapping[str, Any]], *, kinds: Sequence[str] = CALIBRATION_KINDS, device: str | None = None,
+    source: str = "a run", key: str = "project.calibrate",
 ) -> None:  # fmt: skip
     """ConfigError (one line) for a row of another kind than `kinds` or of another device than `device`
     (compared with the row's device_name, or the profile that name matches)."""
     for index, row in enumerate(rows, 1):
         kind = row_kind(row)
         if kind not in kinds:
-            raise ConfigError(
-                f"project.calibrate: row {index} is a {kind!r} row; this calibration takes {', '.join(kinds)} runs"
-            )
+            raise ConfigError(f"{key}: {source} holds {kind!r} rows (row {index}); calibration takes {FITTED}")
         if device and not _same_device(row, device):
             raise ConfigError(
-                f"project.calibrate: row {index} was measured on {row.get('device_name')!r}, not on {device!r}; "
-                "calibrate with runs of the device you project"
+                f"{key}: {source} was measured on {row.get('device_name')!r}, not on {device!r}; "
+                "calibrate with runs of the hardware you project"
             )
 
 
@@ -140,7 +148,7 @@ class CollectiveFit:
 
     @property
     def rms_error(self) -> float:
-        return math.sqrt(statistics.fmean(r * r for r in self.residuals)) if self.residuals else 0.0
+        return _rms(self.residuals)
 
 
 def _collective_points(rows: Iterable[Mapping[str, Any]], op: str) -> list[tuple[float, int, float]]:
@@ -186,7 +194,7 @@ class GemmFit:
     best_tflops: float
     fraction_of_peak: float | None
     fixed_s: float
-    """t₀ of t = F / best + t₀, least squares over the shapes."""
+    """t₀ of t = F / best + t₀, least squares of the relative error over the shapes."""
     residuals: tuple[float, ...]
 
 
@@ -206,23 +214,32 @@ def fit_gemm(rows: Iterable[Mapping[str, Any]], *, dtype: str, peak_tflops: floa
     best = max(t for _, t in table)
     flops = np.array([f for f, _ in table])
     times = flops / (np.array([t for _, t in table]) * 1e12)
-    fixed = float(max(0.0, np.median(times - flops / (best * 1e12))))
+    # t0 by least squares of the relative error (weights 1/t), as the collectives: the large shapes'
+    # absolute gaps would otherwise make a fixed cost that the small shapes' own times refute
+    weights = 1 / times**2
+    fixed = float(max(0.0, np.sum(weights * (times - flops / (best * 1e12))) / np.sum(weights)))
     residuals = tuple(float(((f / (best * 1e12) + fixed) - t) / t) for f, t in zip(flops, times, strict=True))
     fraction = best / peak_tflops if peak_tflops else None
     return GemmFit(dtype, table, best, fraction, fixed, residuals)
 
 
-def fit_step_scale(
-    rows: Iterable[Mapping[str, Any]], predict_s: Callable[[Mapping[str, Any]], float],
-) -> tuple[float, tuple[float, ...]]:  # fmt: skip
-    """The median of measured / modelled step time over the measured (not warm-up) train rows, and
-    the residuals of the scaled model."""
-    pairs = [(float(r["step_time_s"]), predict_s(r)) for r in rows
-             if row_kind(r) == "train" and r.get("step_time_s") and not r.get("warmup")]  # fmt: skip
-    if not pairs:
+def fit_compute_scale(points: Sequence[tuple[float, float, float]]) -> tuple[float, tuple[float, ...]]:
+    """The factor k of measured = k·compute + rest over training runs, from (measured step s,
+    modelled compute s, modelled rest s) per run: the median of (measured − rest) / compute, and
+    the relative residuals of the scaled model. The rest (communication, optimizer) keeps its own
+    calibration; only compute is scaled."""
+    if not points:
         raise ConfigError("project.calibrate: no measured train steps (rows with step_time_s, not warm-up)")
-    scale = statistics.median(m / p for m, p in pairs)
-    return scale, tuple((scale * p - m) / m for m, p in pairs)
+    ratios = []
+    for measured, compute, rest in points:
+        if compute <= 0 or measured <= rest:
+            raise ConfigError(
+                f"project.calibrate: a measured step of {measured:.3g} s leaves no time for the modelled compute "
+                f"({rest:.3g} s of communication and optimizer alone); check the run's layout and the collectives' fit"
+            )
+        ratios.append((measured - rest) / compute)
+    scale = statistics.median(ratios)
+    return scale, tuple((scale * c + r - m) / m for m, c, r in points)
 
 
 @dataclass(frozen=True)
@@ -232,8 +249,15 @@ class Calibration:
     collectives: Mapping[tuple[str, str], CollectiveFit] = field(default_factory=dict)
     gemm: Mapping[str, GemmFit] = field(default_factory=dict)
     compute_scale: float = 1.0
+    """Measured / modelled compute time of training steps (`fit_compute_scale`); 1 without train runs."""
+    compute_residuals: tuple[float, ...] = ()
+    """Relative residuals of the scaled model per train run."""
+    gemm_threads: int | None = None
+    """CPU threads one rank used in the gemm runs (None on GPUs): a CPU rank's compute time is taken
+    as inversely proportional to its threads when a train run used another count."""
 
     def apply(self, device: Device) -> Device:
+        """This calibration on `device`: fitted collectives replace its α-β, the GEMM table its efficiency curve."""
         return dataclasses.replace(
             device,
             collectives={**device.collectives,
@@ -246,7 +270,30 @@ class Calibration:
         """Per fitted item ('all_reduce/intra', 'gemm/bfloat16'), its relative residuals."""
         out = {f"{op}/{scope}": fit.residuals for (op, scope), fit in self.collectives.items()}
         out.update({f"gemm/{dtype}": fit.residuals for dtype, fit in self.gemm.items()})
+        if self.compute_residuals:
+            out["train/compute_scale"] = self.compute_residuals
         return out
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One row (kind `calibration`) per fitted item: its figures, points and residuals."""
+
+        def errors(residuals: Sequence[float]) -> dict[str, Any]:
+            return {"points": len(residuals), "rms_error": _rms(residuals),
+                    "max_abs_error": max((abs(r) for r in residuals), default=0.0)}  # fmt: skip
+
+        rows = [{"item": f"{op}/{scope}", "alpha_us": fit.alpha_s * 1e6, "beta_gbps": fit.beta_gbps,
+                 **errors(fit.residuals)} for (op, scope), fit in self.collectives.items()]  # fmt: skip
+        rows += [{"item": f"gemm/{dtype}", "best_tflops": fit.best_tflops, "fraction_of_peak": fit.fraction_of_peak,
+                  "fixed_us": fit.fixed_s * 1e6, "threads_used": self.gemm_threads, **errors(fit.residuals)}
+                 for dtype, fit in self.gemm.items()]  # fmt: skip
+        if self.compute_residuals:
+            rows.append({"item": "train/compute_scale", "compute_scale": self.compute_scale,
+                         **errors(self.compute_residuals)})  # fmt: skip
+        return [{"kind": "calibration", "passed": True, **row} for row in rows]
+
+
+def _rms(residuals: Sequence[float]) -> float:
+    return math.sqrt(statistics.fmean(r * r for r in residuals)) if residuals else 0.0
 
 
 def calibrate(
@@ -254,7 +301,7 @@ def calibrate(
     peak_tflops: Mapping[str, float] | None = None,
 ) -> Calibration:  # fmt: skip
     """Fit every collective and GEMM dtype the rows hold. The scope of a collective is 'inter' when
-    its run spanned several nodes (`nodes` > 1, from `load_run`), else 'intra'."""
+    its run spanned several nodes (`nodes` > 1, from `read_measured`), else 'intra'."""
     check_rows(rows, kinds=kinds, device=device)
     collectives = {}
     for op in COLLECTIVE_OPS:
@@ -265,7 +312,8 @@ def calibrate(
     gemm = {}
     for dtype in sorted({canonical_dtype(r["dtype"]) for r in rows if row_kind(r) == "gemm" and r.get("dtype")}):
         gemm[dtype] = fit_gemm(rows, dtype=dtype, peak_tflops=(peak_tflops or {}).get(dtype))
-    return Calibration(collectives, gemm)
+    threads = [int(r["threads_used"]) for r in rows if row_kind(r) == "gemm" and r.get("threads_used")]
+    return Calibration(collectives, gemm, gemm_threads=statistics.median_low(threads) if threads else None)
 
 
 def device_from_calibration(

@@ -60,7 +60,8 @@ def canonical_dtype(dtype: str) -> str:
     try:
         return DTYPE_ALIASES[str(dtype).lower()]
     except KeyError:
-        raise ConfigError(f"train.dtype={dtype!r}: known: bfloat16, float16, float32, float8 (fp8)") from None
+        known = ", ".join(sorted(set(DTYPE_ALIASES.values())))
+        raise ConfigError(f"train.dtype={dtype!r}: the projection knows {known} (bf16, fp16, fp32, fp8)") from None
 
 
 @dataclass(frozen=True)

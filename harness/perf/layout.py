@@ -68,7 +68,7 @@ class Layout:
         """The layout with every default filled. `global_batch` is in sequences; without it the
         pipeline gets pp micro-batches (one per stage). Raises ConfigError when dp_shard=-1 leaves
         a fraction; the other rules are `validate_layout`'s."""
-        _check_degrees(self)
+        check_degrees(self)
         fixed = self.dp_replicate * self.tp * self.pp * self.cp
         dp_shard = self.dp_shard
         if dp_shard == -1:
@@ -116,7 +116,9 @@ class Layout:
         return " × ".join(parts)
 
 
-def _check_degrees(layout: Layout) -> None:
+def check_degrees(layout: Layout) -> None:
+    """ConfigError (one line) for a degree that is not a whole number ≥ 1 (dp_shard: or -1), an
+    unknown schedule, or micro-batches or virtual stages below 1."""
     for name in ("dp_replicate", "tp", "pp", "cp"):
         value = getattr(layout, name)
         if not isinstance(value, int) or value < 1:
@@ -131,7 +133,9 @@ def _check_degrees(layout: Layout) -> None:
             raise ConfigError(f"parallel.{name}={value!r}: must be a whole number ≥ 1")
 
 
-def _divisors(n: int, limit: int | None = None) -> list[int]:
+def divisors(n: int, limit: int | None = None) -> list[int]:
+    """The divisors of n ≥ 1 (up to `limit`), ascending, in O(√n): a global batch given in
+    tokens (16M) would take seconds one by one."""
     found = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
     found = sorted(set(found + [n // d for d in found]))
     return [d for d in found if limit is None or d <= limit]
@@ -141,7 +145,7 @@ def valid_tp(shape: ModelShape, limit: int) -> list[int]:
     """TP degrees up to `limit` that divide the heads, ffn_dim and vocabulary and either divide the
     KV heads or are a multiple of them (KV heads replicated)."""
     common = math.gcd(math.gcd(shape.n_heads, shape.ffn_dim), shape.vocab_size)
-    return [t for t in _divisors(common, limit) if shape.n_kv_heads % t == 0 or t % shape.n_kv_heads == 0]
+    return [t for t in divisors(common, limit) if shape.n_kv_heads % t == 0 or t % shape.n_kv_heads == 0]
 
 
 def kv_heads_replicated(shape: ModelShape, tp: int) -> int:

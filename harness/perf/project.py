@@ -8,7 +8,7 @@ many GPUs sit idle. Rows are plain dicts with the names training rows use where 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from harness.errors import ConfigError
@@ -18,11 +18,12 @@ from harness.perf.layout import Layout, layout_problems, validate_layout
 from harness.perf.plots import SHORT_DTYPE, breakdown_png, sustained_png
 from harness.perf.search import plan_layouts, usable_gpu_counts
 from harness.perf.shape import ModelShape
-from harness.perf.step import BREAKDOWN, StepEstimate, estimate_step
+from harness.perf.step import StepEstimate, estimate_step
 from harness.perf.workload import Workload
 
 __all__ = [
-    "breakdown_png", "parse_gpu_counts", "project", "projection_row", "summary_line", "sustained_png", "table_columns",
+    "breakdown_png", "flops_text", "layout_text", "parse_gpu_counts", "project", "projection_row", "summary_line",
+    "sustained_png",
 ]  # fmt: skip
 
 _RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*x\s*(\d+)\s*$")
@@ -34,7 +35,7 @@ def parse_gpu_counts(spec: str | int | Iterable[int | str]) -> list[int]:
     '1024,10000' or [1024, 10000] -> as given; ConfigError (one line) for anything else."""
     if isinstance(spec, bool):
         raise ConfigError(f"cluster.gpus={spec!r}: give a count, a list or a range like 8..16384x2")
-    if isinstance(spec, int):
+    if isinstance(spec, int | float) or not isinstance(spec, str | Iterable) or isinstance(spec, Mapping):
         values: list[Any] = [spec]
     elif isinstance(spec, str):
         text = spec.strip().strip("[]")
@@ -154,27 +155,36 @@ def project(
     return rows
 
 
+def flops_text(pflops: float) -> str:
+    """PFLOP/s in the unit that suits it: '7.94 EF' from 1 EF up, then '12.3 PF', '45.6 TF', '0.123 TF'."""
+    for scale, unit in ((1e3, "EF"), (1.0, "PF")):
+        if pflops >= scale:
+            return f"{pflops / scale:.3g} {unit}" if pflops / scale < 100 else f"{pflops / scale:,.0f} {unit}"
+    return f"{pflops * 1e3:.3g} TF"
+
+
+def layout_text(row: dict[str, Any]) -> str:
+    """'TP 8 × CP 1 × PP 16 × DP 64' of a projection row."""
+    return f"TP {row['tp']} × CP {row['cp']} × PP {row['pp']} × DP {row['dp_shard'] * row['dp_replicate']}"
+
+
 def summary_line(row: dict[str, Any]) -> str:
-    """'10,000 × b200, bf16: 7.9 EF sustained of 22.5 EF peak (35.1 %)' plus the layout, and the
+    """'10,000 × b200, bf16: 7.94 EF sustained of 22.5 EF peak (35.3%)' plus the layout, and the
     idle GPUs when the count could not be used whole."""
     dtype = SHORT_DTYPE.get(row["dtype"], row["dtype"])
-    sustained = row["aggregate_pflops"] / 1e3
-    head = f"{row['gpus_requested']:,} × {row['hardware']}, {dtype}: {sustained:.2f} EF sustained"
+    head = f"{row['gpus_requested']:,} × {row['hardware']}, {dtype}: {flops_text(row['aggregate_pflops'])} sustained"
     if row.get("cluster_peak_pflops"):
-        peak = row["cluster_peak_pflops"] / 1e3
-        head += f" of {peak:.1f} EF peak ({sustained / peak:.1%})"
-    layout = f"TP {row['tp']} × CP {row['cp']} × PP {row['pp']} × DP {row['dp_shard'] * row['dp_replicate']}"
+        peak = row["cluster_peak_pflops"]
+        head += f" of {flops_text(peak)} peak ({row['aggregate_pflops'] / peak:.1%})"
+    layout = layout_text(row)
     if row["pp"] > 1:
-        layout += f" ({row['pp_schedule']}, v {row['pp_virtual_stages']}, m {row['pp_microbatches']})"
-    tail = f"; {row['tflops_per_device']:.0f} TFLOP/s per GPU (model FLOPs 6N'+12LHQT), {layout}"
+        virtual = f", v {row['pp_virtual_stages']}" if row["pp_schedule"] == "interleaved_1f1b" else ""
+        layout += f" ({row['pp_schedule']}{virtual}, m {row['pp_microbatches']})"
+    per_device = row["tflops_per_device"]
+    rate = f"{per_device:,.0f}" if per_device >= 100 else f"{per_device:.3g}"
+    tail = f"; {rate} TFLOP/s per GPU (model FLOPs 6N'+12LHQT), {layout}"
     if row["gpus_idle"]:
         tail += f"; projected on {row['gpus']:,} GPUs, {row['gpus_idle']:,} idle"
     if row.get("fits") is False:
         tail += "; does NOT fit in memory"
     return head + tail
-
-
-def table_columns() -> tuple[str, ...]:
-    """The columns a console table of projection rows shows, in order."""
-    return ("gpus", "gpus_idle", "tp", "cp", "pp", "dp_shard", "step_time_s", "tflops_per_device", "mfu",
-            "aggregate_pflops", *BREAKDOWN, "memory_per_device_bytes", "fits")  # fmt: skip

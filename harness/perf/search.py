@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from harness.perf.assumptions import DEFAULT, Assumptions
 from harness.perf.device import Device
-from harness.perf.layout import Layout, layout_problems, valid_tp
+from harness.perf.layout import Layout, divisors, layout_problems, valid_tp
 from harness.perf.shape import ModelShape
 from harness.perf.step import StepEstimate, estimate_step
 from harness.perf.workload import Workload
@@ -122,7 +122,7 @@ def usable_gpu_counts(
     largest first: the products of the candidate degrees with a data-parallel degree that divides
     the global batch."""
     mb, batch = workload.micro_batch, workload.global_batch
-    dps = [d for d in range(1, batch // mb + 1) if (batch // mb) % d == 0] if batch % mb == 0 else []
+    dps = divisors(batch // mb) if batch % mb == 0 else []
     if layout is not None:
         fixed_products = {layout.tp * layout.cp * layout.pp}
         dps = [d for d in dps if d % layout.dp_replicate == 0]

@@ -18,6 +18,7 @@ one (6N' + 6LHQT, `tflops_per_device_causal`) and as hardware FLOPs (recompute c
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,7 +28,7 @@ from harness.perf import comm
 from harness.perf.assumptions import DEFAULT, Assumptions
 from harness.perf.compute import backward_gemms, gemm_time_s, head_gemm, layer_compute, local_heads
 from harness.perf.device import Device, canonical_dtype
-from harness.perf.layout import Layout, bubble_fraction, dim_stride, layout_notes, stage_layers
+from harness.perf.layout import Layout, dim_stride, layout_notes, stage_layers
 from harness.perf.memory import MemoryReport, layout_memory
 from harness.perf.shape import ModelShape, flops_per_token, layer_params, param_count
 from harness.perf.workload import Workload
@@ -179,6 +180,18 @@ def _dp_times(
     return m * (exposed(gather, fwd_window_s) + exposed(regather + reduce, bwd_window_s))
 
 
+def _warmup_steps(lay: Layout, stage_layers: int, v: int) -> float:
+    """The pipeline's warm-up and drain in micro-batch steps of the busiest stage: pp − 1 (1F1B,
+    GPipe), or (pp − 1)/v interleaved (Narayanan et al. 2021), where a chunk is 1/v of a stage. A
+    stage whose layers do not split evenly into v chunks has chunks of ⌈layers/v⌉ layers, and the
+    largest sets the pace: (pp − 1)·⌈layers/v⌉/layers."""
+    if lay.pp <= 1:
+        return 0.0
+    if lay.pp_schedule != "interleaved_1f1b" or stage_layers <= 0:
+        return float(lay.pp - 1)
+    return (lay.pp - 1) * math.ceil(stage_layers / v) / stage_layers
+
+
 def estimate_step(
     shape: ModelShape, layout: Layout, workload: Workload, device: Device, *, gpus_per_node: int = 8,
     assumptions: Assumptions = DEFAULT, advise: bool = True,
@@ -226,10 +239,8 @@ def estimate_step(
     tp_comm_s = m * tau_tp
     cp_comm_s = m * tau_cp
     pp_bubble_s = pp_p2p_s = 0.0
+    warm = _warmup_steps(lay, counts[busiest], v)
     if lay.pp > 1:
-        warm = (lay.pp - 1) / v
-        if lay.pp_schedule == "gpipe":
-            warm = lay.pp - 1
         pp_bubble_s = warm * tau
         p2p_bytes = comm.pp_activation_bytes(tokens=tokens, dim=shape.dim, tp=lay.tp, sequence_parallel=sp,
                                              element_bytes=workload.activation_bytes)  # fmt: skip
@@ -267,6 +278,6 @@ def estimate_step(
         mfu=model / peak if peak else None, mfu_causal=causal / peak if peak else None,
         hfu=hardware / peak if peak else None, peak_tflops=peak,
         compute_s=compute_s, tp_comm_s=tp_comm_s, cp_comm_s=cp_comm_s, pp_bubble_s=pp_bubble_s, pp_p2p_s=pp_p2p_s,
-        dp_comm_exposed_s=dp_comm_exposed_s, optimizer_s=optimizer_s, bubble_fraction=bubble_fraction(lay),
+        dp_comm_exposed_s=dp_comm_exposed_s, optimizer_s=optimizer_s, bubble_fraction=warm / (m + warm),
         straggler_factor=stretch, memory=memory, notes=tuple(layout_notes(lay, shape)),
     )  # fmt: skip

@@ -1,5 +1,5 @@
 """Calibration (harness.perf.calibrate): known α and β come back from synthetic rows; rows of the
-wrong kind or device and corrupt files are refused with one line."""
+wrong kind or device, runs that failed and corrupt files are refused with one line."""
 
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from harness.perf.calibrate import (
     check_rows,
     device_from_calibration,
     fit_collective,
+    fit_compute_scale,
     fit_gemm,
-    fit_step_scale,
-    load_rows,
-    load_run,
+    read_measured,
 )
 from harness.perf.device import device_from_profile
 from harness.perf.layout import Layout
@@ -28,6 +27,18 @@ from harness.perf.shape import ModelShape
 from harness.perf.step import estimate_step
 from harness.perf.workload import Workload
 from harness.units import bus_factor
+
+
+def write_run(path: Path, rows: list[dict], *, task: str = "bench", status: str = "ok", **manifest: object) -> Path:
+    """A run directory as harness.results reads it: a manifest (one CPU host unless `manifest`
+    says otherwise) and rows.jsonl."""
+    path.mkdir(parents=True, exist_ok=True)
+    base = {"run_id": path.name, "task": task, "status": status, "started_at": "2026-12-01T00:00:00Z",
+            "world_size": 2, "hosts": ["vm"], "rows": len(rows),
+            "devices": [{"name": "AMD EPYC", "type": "cpu", "host": "vm", "threads_used": 1}] * 2}  # fmt: skip
+    (path / "manifest.json").write_text(json.dumps({**base, **manifest}))
+    (path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
 
 
 def collective_rows(op: str, alpha_s: float, beta_gbps: float, *, noise: float = 0.0, seed: int = 0) -> list[dict]:
@@ -87,14 +98,15 @@ def test_gemm_fit_finds_the_fixed_cost() -> None:
         fit_gemm(rows, dtype="fp8")
 
 
-def test_step_scale() -> None:
-    rows = [{"bench": "train", "step_time_s": 2.0, "warmup": True}] + [{"kind": "train", "step_time_s": 1.2}] * 3
-    scale, residuals = fit_step_scale(rows, lambda row: 1.0)
-    assert scale == pytest.approx(1.2) and residuals == (0.0, 0.0, 0.0)
+def test_compute_scale() -> None:
+    scale, residuals = fit_compute_scale([(2.2, 1.0, 0.2), (4.4, 2.0, 0.4), (2.2, 1.0, 0.2)])
+    assert scale == pytest.approx(2.0) and residuals == pytest.approx((0.0, 0.0, 0.0))
+    with pytest.raises(ConfigError, match="leaves no time for the modelled compute"):
+        fit_compute_scale([(0.1, 1.0, 0.2)])
 
 
 def test_rows_of_another_benchmark_or_device_are_refused() -> None:
-    with pytest.raises(ConfigError, match=r"row 2 is a 'hpl' row; this calibration takes"):
+    with pytest.raises(ConfigError, match=r"a run holds 'hpl' rows \(row 2\); calibration takes bench runs"):
         check_rows([{"bench": "gemm"}, {"bench": "hpl"}])
     with pytest.raises(ConfigError, match=r"measured on 'NVIDIA A100-SXM4-80GB', not on 'h100-sxm'"):
         check_rows([{"bench": "gemm", "device_name": "NVIDIA A100-SXM4-80GB", "device_type": "cuda"}],
@@ -104,30 +116,37 @@ def test_rows_of_another_benchmark_or_device_are_refused() -> None:
         fit_collective(collective_rows("all_reduce", 1e-5, 1.0)[:1], "all_reduce")
 
 
-def test_corrupt_files_are_refused(tmp_path: Path) -> None:
-    path = tmp_path / "rows.jsonl"
-    path.write_text('{"bench": "gemm"}\n{"bench": "gemm", "tfl\n')
-    with pytest.raises(ConfigError, match=r"rows.jsonl line 2 is not JSON"):
-        load_rows(path)
-    path.write_text("[1, 2]\n")
-    with pytest.raises(ConfigError, match="line 1 is not a JSON object"):
-        load_rows(path)
+def test_corrupt_failed_and_missing_runs_are_refused(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "rows", collective_rows("all_reduce", 1e-5, 1.0)[:2])
+    with (run / "rows.jsonl").open("a") as fh:
+        fh.write('{"kind": "all_reduce", "tfl\n')
+    with pytest.raises(ConfigError, match=r"^project.calibrate: .*rows is damaged \(rows.jsonl: .*\): corrupt file$"):
+        read_measured(run)
+    run = write_run(tmp_path / "manifest", collective_rows("all_reduce", 1e-5, 1.0)[:2])
+    (run / "manifest.json").write_text('{"run_id": "x", "task": ')
+    with pytest.raises(ConfigError, match=r"is damaged \(manifest.json is not JSON.*\): corrupt file$"):
+        read_measured(run, key="project.check")
+    run = write_run(tmp_path / "failed", collective_rows("all_reduce", 1e-5, 1.0)[:2], status="failed", error="boom")
+    with pytest.raises(ConfigError, match=r"ended failed \(boom\); calibrate on runs that passed"):
+        read_measured(run)
+    with pytest.raises(ConfigError, match="has no rows to fit"):
+        read_measured(write_run(tmp_path / "empty", []))
     with pytest.raises(ConfigError, match="not a run directory"):
-        load_run(tmp_path / "missing")
+        read_measured(tmp_path / "missing")
 
 
 def test_load_run_annotates_rows_from_the_manifest(tmp_path: Path) -> None:
-    manifest = {
-        "devices": [{"name": "AMD EPYC", "type": "cpu", "host": "a"}, {"name": "AMD EPYC", "type": "cpu", "host": "b"}],
-        "hosts": ["a", "b"],
-    }
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in collective_rows("all_gather", 1e-4, 1.5)))
-    rows = load_run(tmp_path)
-    assert rows[0]["device_name"] == "AMD EPYC" and rows[0]["nodes"] == 2
+    devices = [{"name": "AMD EPYC", "type": "cpu", "host": h, "threads_used": 2} for h in "ab"]
+    run = write_run(tmp_path / "run", collective_rows("all_gather", 1e-4, 1.5), devices=devices, hosts=["a", "b"])
+    measured = read_measured(run)
+    assert measured.world_size == 2 and measured.name == "run"
+    rows = list(measured.rows)
+    assert rows[0]["device_name"] == "AMD EPYC" and rows[0]["nodes"] == 2 and rows[0]["threads_used"] == 2
     calibration = calibrate(rows, device="AMD EPYC")
     fit = calibration.collectives[("all_gather", "inter")]
     assert fit.beta_gbps == pytest.approx(1.5, rel=1e-6)
+    (row,) = calibration.to_rows()
+    assert row["kind"] == "calibration" and row["item"] == "all_gather/inter" and row["rms_error"] < 1e-9
 
 
 def test_a_cpu_is_projected_from_calibration_alone() -> None:

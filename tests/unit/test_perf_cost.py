@@ -147,6 +147,25 @@ def test_step_breakdown_adds_up() -> None:
     assert est.tp_comm_s > 0 and est.dp_comm_exposed_s > 0 and est.cp_comm_s == 0
 
 
+def test_uneven_interleaved_chunks_cost_the_largest() -> None:
+    """80 layers on 8 stages of 10, each in 8 chunks: chunks of 1 or 2 layers, and the warm-up
+    runs at the pace of the 2-layer ones: (8 − 1)·2/10 stage-steps, not (8 − 1)/8."""
+    shape = dataclasses.replace(L8, n_layers=80)
+    work = Workload(seq_len=8192, global_batch=64)
+    est = {}
+    for v in (1, 8):
+        lay = Layout(tp=8, pp=8, pp_schedule="interleaved_1f1b", pp_virtual_stages=v).resolve(512, global_batch=64)
+        est[v] = estimate_step(shape, lay, work, H100)
+    m = 8  # 64 sequences over 8 replicas
+    assert est[1].bubble_fraction == pytest.approx(7 / (m + 7))
+    assert est[8].bubble_fraction == pytest.approx(1.4 / (m + 1.4))
+    assert est[8].pp_bubble_s / est[1].pp_bubble_s == pytest.approx(1.4 / 7, rel=1e-6)
+    even = Layout(tp=8, pp=8, pp_schedule="interleaved_1f1b", pp_virtual_stages=8).resolve(512, global_batch=64)
+    assert estimate_step(dataclasses.replace(L8, n_layers=64), even, work, H100).bubble_fraction == pytest.approx(
+        7 / 8 / (m + 7 / 8)
+    )
+
+
 def test_recompute_and_fp8() -> None:
     lay = Layout(tp=8, pp=16).resolve(16384, global_batch=2048)
     plain = estimate_step(L405, lay, Workload(seq_len=8192, global_batch=2048), H100)

@@ -7,7 +7,7 @@ import pytest
 from harness.errors import ConfigError
 from harness.hardware import profiles
 from harness.perf.device import device_from_profile
-from harness.perf.layout import Layout
+from harness.perf.layout import Layout, divisors
 from harness.perf.plots import breakdown_png, gpu_label, sustained_png
 from harness.perf.project import parse_gpu_counts, project, summary_line
 from harness.perf.search import candidate_layouts, plan_layouts, usable_gpu_counts
@@ -80,6 +80,10 @@ def test_usable_counts() -> None:
     assert counts[0] == 9216  # 9 or 18 stages (126 = 9 × 14) × powers of two
     fixed = usable_gpu_counts(L405, limit=10000, gpus_per_node=8, workload=WORK, layout=Layout(tp=8, pp=16))
     assert fixed[0] == 8192
+    assert divisors(12) == [1, 2, 3, 4, 6, 12] and divisors(1) == [1] and len(divisors(2**24)) == 25
+    # A global batch mistaken for tokens (2**40): the divisors, not a loop over a trillion candidates.
+    huge = usable_gpu_counts(L405, limit=10000, gpus_per_node=8, workload=Workload(seq_len=8192, global_batch=2**40))
+    assert huge[0] == 9216  # as with 2,048 sequences: every power of two divides it
 
 
 def test_plots_are_png() -> None:
