@@ -15,7 +15,7 @@ PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: run test browser lint unit integration bench-overhead slurm-up slurm-down clean
+.PHONY: install run test browser lint unit integration bench-overhead slurm-up slurm-down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 $(VENV)/.dev: pyproject.toml $(VENV)/.installed
 	$(PIP) install -q -e '.[dev]'
 	touch $@
+
+# Only the environment (a login node of a cluster: nothing is measured there).
+install: $(VENV)/.installed
 
 run: $(VENV)/.installed
 	$(BIN)/harness accept hardware=auto $(RUN_ARGS)

@@ -63,9 +63,11 @@ class _Tee:
 # Logs (a batch job's output file) are not terminals: give tables room instead of rich's 80 columns.
 # Markup is opt-in (markup=True where a line styles itself): text from outside (an error from a
 # rank, a path, a headline) holds brackets, and "[/__w/.../pair.cc:553]" read as a closing tag
-# made the report of a failed job crash (rich.errors.MarkupError).
-console = Console(highlight=False, soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+# made the report of a failed job crash (rich.errors.MarkupError). Emoji codes (":fire:") in
+# such text stay as written too.
+console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False,
+                  width=None if sys.stdout.isatty() else 160)  # fmt: skip
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def log_to(log: Any | None) -> None:
@@ -158,7 +160,7 @@ def summaries(by_bench: dict[str, dict[str, Any]]) -> None:
             text = "; ".join(parts)
         else:
             text = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
-        console.print(f"[bold]{name}[/]: {escape(text)}", markup=True)
+        console.print(f"[bold]{escape(name)}[/]: {escape(text)}", markup=True)
 
 
 def tables(rows_by_bench: Mapping[str, list[dict[str, Any]]], benches: Mapping[str, Tabled]) -> None:

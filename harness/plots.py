@@ -33,6 +33,7 @@ def _png(fig: Any) -> bytes:
 
 
 def busbw_plot(rows_by_bench: dict[str, list[dict]]) -> bytes | None:
+    """busbw (GB/s) against message size per op, or None without rows: the plot of a collectives run."""
     series: dict[str, list[tuple[int, float]]] = {}
     dashed: set[str] = set()
     ops, worlds, dtypes = set(), set(), set()
@@ -70,6 +71,7 @@ def busbw_plot(rows_by_bench: dict[str, list[dict]]) -> bytes | None:
 
 
 def gemm_plot(rows: list[dict]) -> bytes | None:
+    """Achieved TFLOP/s per GEMM shape and dtype, with the datasheet peak where known; None without rows."""
     if not rows:
         return None
     dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
@@ -94,6 +96,7 @@ def gemm_plot(rows: list[dict]) -> bytes | None:
 
 
 def memory_plot(rows: list[dict]) -> bytes | None:
+    """Memory bandwidth (GB/s) per STREAM kernel, one bar per rank; None without rows."""
     if not rows:
         return None
     kernels = list(dict.fromkeys(r["kernel"] for r in rows))

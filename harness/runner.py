@@ -136,10 +136,12 @@ def run_with_hydra_launcher(inv: Invocation, jobs: list[Job]) -> int:
 def run_job(job: Job) -> int:
     """One job, wherever it has to run."""
     outer = dist.detect()
+    if not needs_ranks(job):
+        # A task without ranks (a projection, a results command, a dry run) started under a
+        # launcher (srun, torchrun) runs once, on rank 0, and starts no process group.
+        return run_here(job) if outer is None or outer.rank == 0 else EXIT_OK
     if outer is not None:
         return run_rank(job, outer)
-    if not needs_ranks(job):
-        return run_here(job)
     return supervise(job)
 
 

@@ -91,6 +91,7 @@ def node_rows(checks: list[Check]) -> list[dict[str, Any]]:
 
 
 def console(checks: list[Check], verdict: str, exclude: str, drains: list[str], banners: Sequence[str] = ()) -> None:
+    """The scorecard on the console: notes on top, one line per check, the flagged subjects, the verdict."""
     for banner in banners:
         display.console.print(f"[bold yellow]NOTE[/] {escape(banner)}", markup=True)
     table = Table(title="acceptance scorecard", title_justify="left")
@@ -102,7 +103,7 @@ def console(checks: list[Check], verdict: str, exclude: str, drains: list[str], 
                       *(str(r[s]) for s in STATUSES), r["detail"])  # fmt: skip
     display.console.print(table)
     for c in flagged(checks):
-        display.console.print(f"[red]FLAGGED[/] {escape(c.subject)} {c.uuid or ''} {c.name}: "
+        display.console.print(f"[red]FLAGGED[/] {escape(c.subject)} {escape(c.uuid or '')} {escape(c.name)}: "
                               f"{escape(c.reason)}", markup=True)  # fmt: skip
     if exclude:
         display.console.print(f"exclude.txt: {exclude}")
@@ -114,6 +115,7 @@ def console(checks: list[Check], verdict: str, exclude: str, drains: list[str], 
 
 def markdown(checks: list[Check], verdict: str, meta: dict[str, Any], exclude: str, drains: list[str],
              banners: Sequence[str] = ()) -> str:  # fmt: skip
+    """report.md: the same content as report.html, as Markdown tables."""
     out = [f"# Acceptance: {verdict.upper()}", "", *(f"> **Note:** {b}" for b in banners), *([""] if banners else []),
            *(f"- {k}: {v}" for k, v in meta.items()), ""]  # fmt: skip
     if flagged(checks):

@@ -63,6 +63,7 @@ def validate(options: SlurmOptions) -> None:
 
 
 def sbatch_lines(options: SlurmOptions) -> list[str]:
+    """The checked `#SBATCH` lines of `options`, in a fixed order (ConfigError for a hostile value)."""
     validate(options)
     pairs = [
         ("job-name", options.job_name), ("nodes", options.nodes), ("ntasks-per-node", options.ntasks_per_node),

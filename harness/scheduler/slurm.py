@@ -49,6 +49,15 @@ def options(s: SlurmConfig, *, cluster_gpus_per_node: int | None = None) -> Slur
                         s.time, s.exclude, tuple(s.extra))  # fmt: skip
 
 
+def gpu_note(opts: SlurmOptions, device_type: str) -> str | None:
+    """What a user submitting from a host without a GPU (a login node) must know: the job asks
+    Slurm for no GPU unless slurm.gpus_per_node says so."""
+    if opts.gpus_per_node is None and device_type != "cuda":
+        return ("this host has no GPU, so the job asks Slurm for none (a CPU job); for GPU nodes add "
+                "slurm.gpus_per_node=N (e.g. 8)")  # fmt: skip
+    return None
+
+
 def job_argv(element: Element) -> list[str]:
     """What the batch script hands `harness TASK`: the user's overrides, then the run directory
     this submission made (later overrides win)."""
@@ -66,6 +75,9 @@ def submit(elements: list[Element], parent: Job) -> int:
     cfg = parent.config
     # GPUs per node: cluster.gpus_per_node for a job on GPUs; a CPU job asks for none.
     opts = options(cfg.slurm, cluster_gpus_per_node=cfg.cluster.gpus_per_node if parent.device_type == "cuda" else None)
+    note = gpu_note(opts, parent.device_type)
+    if note:
+        display.note(note)
     array = len(elements) > 1
     if array:
         opts = SlurmOptions(**{**opts.__dict__, "extra": (*opts.extra, f"--array=0-{len(elements) - 1}")})
@@ -218,6 +230,7 @@ def show(run_dir: Path, state: str) -> int:
 
 
 def status(job_or_dir: str, results_dir: str) -> int:
+    """`harness slurm status JOB|RUN_DIR`: Slurm's state of the job (scontrol, else sacct) and the run's status."""
     run_dir = find_run(job_or_dir, results_dir)
     submission = _submission(run_dir)
     state = job_state(submission["job_id"]) if submission.get("job_id") else "UNKNOWN"
@@ -228,6 +241,7 @@ def status(job_or_dir: str, results_dir: str) -> int:
 
 
 def collect(job_or_dir: str, results_dir: str) -> int:
+    """`harness slurm collect JOB|RUN_DIR`: the run's summary, and for a failed job its error and log tail."""
     run_dir = find_run(job_or_dir, results_dir)
     submission = _submission(run_dir)
     state = job_state(submission["job_id"]) if submission.get("job_id") else "UNKNOWN"

@@ -40,6 +40,7 @@ class Damaged(ValueError):
 
 
 def step_dir(ckpt_dir: Path, step: int) -> Path:
+    """The folder of step `step` under ckpt_dir: step-00000010."""
     return ckpt_dir / f"step-{step:08d}"
 
 
@@ -83,6 +84,7 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
 
 
 def file_digest(path: Path) -> str:
+    """The sha256 of a file, read in chunks (hex)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
@@ -229,7 +231,7 @@ def restore_rng(path: Path, *, world_size: int, seed: int, step: int) -> str:
     file = path / f"rng-{rank}.pt"
     saved_world = read_trainer_state(path).get("world_size", world_size)
     if saved_world == world_size and file.is_file():
-        state = torch.load(file, weights_only=False)
+        state = torch.load(file, weights_only=True)  # tensors only: nothing in a checkpoint folder runs code
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])

@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,26 +200,54 @@ class Lock:
         """Take the lock; ConfigError when a live run holds it. A dead run's lock is taken over
         (self.took_over says whose)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(2):
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                live = holder(self.path.parent)
-                if live is not None:
-                    raise ConfigError(
-                        f"train.ckpt_dir={self.path.parent} is in use by run {live.get('run_id')} (pid "
-                        f"{live.get('pid')} on {live.get('host')}); wait for it, or use another train.ckpt_dir"
-                    ) from None
-                with contextlib.suppress(OSError, ValueError):
-                    self.took_over = json.loads(self.path.read_text())
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.owner, handle)
-            threading.Thread(target=self._refresh, name="harness-ckpt-lock", daemon=True).start()
-            return
+        mine = self.path.with_name(f"{LOCK}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
+        mine.write_text(json.dumps(self.owner))
+        try:
+            for _attempt in range(3):
+                try:  # link: the lock appears whole, owner and all, or not at all (O_EXCL on NFS too)
+                    os.link(mine, self.path)
+                except FileExistsError:
+                    self._take_over_if_dead()
+                    continue
+                threading.Thread(target=self._refresh, name="harness-ckpt-lock", daemon=True).start()
+                return
+        finally:
+            with contextlib.suppress(OSError):
+                mine.unlink()
         raise ConfigError(f"train.ckpt_dir={self.path.parent}: could not take its lock; another run is starting there")
+
+    def _take_over_if_dead(self) -> None:
+        """Remove a dead run's lock, or raise ConfigError naming the live one. Two runs may judge
+        the same lock dead: each moves it aside first and removes only the lock it judged, so
+        the second cannot remove the lock the first has just taken."""
+        try:
+            judged = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            judged = None
+        live = holder(self.path.parent)
+        if live is not None:
+            raise ConfigError(
+                f"train.ckpt_dir={self.path.parent} is in use by run {live.get('run_id')} (pid "
+                f"{live.get('pid')} on {live.get('host')}); wait for it, or use another train.ckpt_dir"
+            )
+        aside = self.path.with_name(f"{LOCK}.{os.getpid()}.{uuid.uuid4().hex[:8]}.dead")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            moved = json.loads(aside.read_text())
+        except (OSError, ValueError):
+            moved = None
+        if moved == judged:
+            self.took_over = judged if isinstance(judged, dict) else None
+        else:  # another run took the lock between the look and the move: give it back
+            with contextlib.suppress(OSError):
+                os.link(aside, self.path)
+        with contextlib.suppress(OSError):
+            aside.unlink()
 
     def _refresh(self) -> None:
         while not self._stop.wait(LOCK_REFRESH_S):
@@ -226,6 +255,7 @@ class Lock:
                 os.utime(self.path)
 
     def release(self) -> None:
+        """Stop refreshing and remove the lock if it is still this run's."""
         self._stop.set()
         with contextlib.suppress(OSError, ValueError):
             if json.loads(self.path.read_text()).get("pid") == self.owner["pid"]:

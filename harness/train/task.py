@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,9 @@ def run(job: Job, ctx: DistContext | None, record: RunRecord | None) -> Outcome:
     t = cfg.train
     accumulation = accumulation_steps(cfg, layout.dp)
     if t.deterministic:
+        # cuBLAS refuses deterministic mode without a fixed workspace; read when its handle is
+        # made, at the first matmul, which is still to come.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         # Deterministic algorithms, without NaN-filling every fresh allocation: the fill is what
         # made DeepSpeed ZeRO-2 36x slower on CPU (its flat gradient buckets are allocated every

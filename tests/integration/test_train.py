@@ -87,6 +87,15 @@ def test_same_seed_same_losses_bit_for_bit(runs: dict[str, Run], tmp_path: Path)
         assert losses(again) == losses(runs[name]), name
 
 
+def test_deterministic_mode_on_request(runs: dict[str, Run], tmp_path: Path) -> None:
+    """train.deterministic=true (off by default: it costs speed) is recorded; on CPU the losses
+    are those of the default run, bit for bit."""
+    run = train(tmp_path, "ddp", "train.deterministic=true")
+    assert run.proc.returncode == 0, run.output
+    assert run.manifest["train"]["deterministic"] is True and runs["ddp"].manifest["train"]["deterministic"] is False
+    assert losses(run) == losses(runs["ddp"])
+
+
 def test_zero_stages_agree_in_fp32(runs: dict[str, Run]) -> None:
     reference = losses(runs["zero0"])
     for stage in ("zero1", "zero2", "zero3"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, load, tasks
+from harness import cli, load, runner, tasks
 from harness.bench.driver import Measurement
 from harness.bench.gemm import GemmCase
 from harness.config import codec
@@ -111,6 +111,22 @@ def test_a_new_task_is_one_registry_entry(tmp_path: Path, capsys: pytest.Capture
     assert manifest["task"] == "hello" and manifest["status"] == "ok"
     assert (manifest["exit_code"], manifest["reason"]) == (0, "ok")
     assert (run_dir / JOB_FILE).is_file()
+
+
+@pytest.mark.parametrize(("rank", "runs"), [(0, 1), (1, 0)])
+def test_a_task_without_ranks_under_a_launcher_runs_once_without_a_group(
+    rank: int, runs: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`srun -n 4 harness project ...` or a dry run inside torchrun: rank 0 runs it, in-process,
+    and no process group is started (before: every rank ran dist.init and wrote a record)."""
+    entry = Task("hello", "says hello", (), f"{__name__}:_hello_validate", f"{__name__}:_hello_run",
+                 f"{__name__}:_hello_help", ranks=False)  # fmt: skip
+    monkeypatch.setitem(tasks.TASKS, "hello", entry)
+    for key, value in {"RANK": rank, "WORLD_SIZE": 4, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": 1}.items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.setattr(runner, "run_rank", lambda *_: pytest.fail("a task without ranks joined a process group"))
+    assert cli.run(["hello", f"results.dir={tmp_path}"]) == 0
+    assert capsys.readouterr().out.count("hello shown") == runs
 
 
 def _hello_help() -> str:

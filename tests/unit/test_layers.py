@@ -1,6 +1,6 @@
 """The import structure of `harness`: layers point one way and nothing imports in a circle.
 
-    kernels  <-  core  <-  bench, train  <-  accept, scheduler, project, catalog  <-  load, runner, cli
+    kernels  <-  core (perf: `harness project`)  <-  bench, train  <-  accept, scheduler, catalog  <-  load, runner, cli
 
 Every import counts, also those inside functions; a function-level import is allowed only for an
 optional or heavy library, never for harness's own modules (a lazy import that dodges a cycle
@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
      "harness.dist", "harness.launch", "harness.devices", "harness.hardware", "harness.telemetry",
      "harness.display", "harness.plots", "harness.tasks", "harness.perf"),
     ("harness.bench", "harness.train"),
-    ("harness.accept", "harness.scheduler", "harness.project", "harness.catalog"),
+    ("harness.accept", "harness.scheduler", "harness.catalog"),
     ("harness.load", "harness.runner", "harness.cli", "harness.__main__"),
 ]  # fmt: skip
 """Lowest first; a module belongs to the layer of its longest listed prefix."""

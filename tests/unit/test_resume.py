@@ -177,6 +177,35 @@ def test_the_lock_keeps_a_live_run_out_and_a_dead_runs_lock_is_taken_over(tmp_pa
     assert resume.holder(folder) is None
 
 
+def test_two_runs_taking_over_one_dead_lock_do_not_both_hold_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B judges the dead run's lock dead; before B removes it, A takes it over. B must then find
+    A's live lock, not remove it (before: both ran, each thinking it held the folder)."""
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (folder / resume.LOCK).write_text(json.dumps({"run_id": "run-dead", "host": socket.gethostname(),
+                                                  "pid": int(dead.stdout), "start": "1"}))  # fmt: skip
+    real_holder, first = resume.holder, resume.Lock(folder, "run-a")
+
+    def b_looks_then_a_takes_over(ckpt_dir: Path) -> dict | None:
+        monkeypatch.setattr(resume, "holder", real_holder)
+        judged = real_holder(ckpt_dir)  # None: the dead run's lock, as B sees it
+        first.acquire()  # A, meanwhile
+        return judged
+
+    monkeypatch.setattr(resume, "holder", b_looks_then_a_takes_over)
+    try:
+        with pytest.raises(ConfigError, match="is in use by run run-a"):
+            resume.Lock(folder, "run-b").acquire()
+        assert json.loads((folder / resume.LOCK).read_text())["run_id"] == "run-a"
+        assert first.took_over is not None and first.took_over["run_id"] == "run-dead"
+        assert sorted(p.name for p in folder.iterdir()) == [resume.LOCK]  # nothing left aside
+    finally:
+        first.release()
+
+
 def test_a_checkpoint_that_cannot_fit_is_refused_before_training(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     free = checkpoint.free_bytes(Path(cfg.train.ckpt_dir))

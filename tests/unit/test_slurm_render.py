@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.config.schema import SlurmConfig
 from harness.dist import expand_hostlist
 from harness.errors import ConfigError
 from harness.scheduler.render import MARKER, SlurmOptions, render
+from harness.scheduler.slurm import gpu_note, options
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 
@@ -79,3 +81,12 @@ def test_accept_script_matches_its_golden_file() -> None:
     script = render("accept", options)
     assert script == (GOLDEN / "accept-4x8.sbatch").read_text()
     assert 'srun --kill-on-bad-exit=1 harness accept "$@"' in script and "HARNESS_SITE_SETUP" in script
+
+
+def test_a_submission_from_a_host_without_a_gpu_says_it_asks_for_none() -> None:
+    """From a login node (no GPU) the job asks Slurm for no GPU unless slurm.gpus_per_node says."""
+    login = options(SlurmConfig(nodes=2), cluster_gpus_per_node=None)
+    assert login.gpus_per_node is None and "slurm.gpus_per_node=N" in (gpu_note(login, "cpu") or "")
+    assert gpu_note(options(SlurmConfig(gpus_per_node=8)), "cpu") is None
+    on_gpu = options(SlurmConfig(), cluster_gpus_per_node=8)
+    assert on_gpu.gpus_per_node == 8 and gpu_note(on_gpu, "cuda") is None

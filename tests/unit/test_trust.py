@@ -132,10 +132,10 @@ def test_text_from_outside_is_printed_as_written(tmp_path: Path, monkeypatch: py
 
     error = "rank 1: RuntimeError: [/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed"
     monkeypatch.setattr(slurm, "_manifest", lambda _run_dir: {"status": "failed", "error": error})
-    (tmp_path / "slurm-7.out").write_text("[bold]not a style[/] [/x]\n")
+    (tmp_path / "slurm-7.out").write_text("[bold]not a style[/] [/x] host:fire:\n")
     assert slurm.show(tmp_path, "FAILED") == 1
     out = capsys.readouterr().out
-    assert f"error: {error}" in out and "[bold]not a style[/] [/x]" in out
+    assert f"error: {error}" in out and "[bold]not a style[/] [/x] host:fire:" in out
 
     class Bench:
         name, description = "all_reduce", "sum"
