@@ -16,6 +16,7 @@ from harness.perf.assumptions import DEFAULT, Assumptions
 from harness.perf.device import Device
 from harness.perf.layout import Layout, layout_problems, validate_layout
 from harness.perf.plots import SHORT_DTYPE, breakdown_png, sustained_png
+from harness.perf.report import figure_text
 from harness.perf.search import plan_layouts, usable_gpu_counts
 from harness.perf.shape import ModelShape
 from harness.perf.step import StepEstimate, estimate_step
@@ -180,8 +181,7 @@ def summary_line(row: dict[str, Any]) -> str:
     if row["pp"] > 1:
         virtual = f", v {row['pp_virtual_stages']}" if row["pp_schedule"] == "interleaved_1f1b" else ""
         layout += f" ({row['pp_schedule']}{virtual}, m {row['pp_microbatches']})"
-    per_device = row["tflops_per_device"]
-    rate = f"{per_device:,.0f}" if per_device >= 100 else f"{per_device:.3g}"
+    rate = figure_text(row["tflops_per_device"])
     tail = f"; {rate} TFLOP/s per GPU (model FLOPs 6N'+12LHQT), {layout}"
     if row["gpus_idle"]:
         tail += f"; projected on {row['gpus']:,} GPUs, {row['gpus_idle']:,} idle"

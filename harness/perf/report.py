@@ -44,7 +44,7 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f} %"
 
 
-def _figure(value: float) -> str:
+def figure_text(value: float) -> str:
     """1,234 or 98.1 or 0.824: three significant digits, whole numbers with separators."""
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
@@ -60,8 +60,8 @@ def projection_table(rows: Sequence[Mapping[str, Any]]) -> str:
         memory = r["memory_per_device_bytes"] / GIB
         fits = {True: "yes", False: "NO", None: "?"}[r["fits"]]
         lines.append([f"{r['gpus_requested']:,}", f"{r['gpus_idle']:,}", _layout(r),
-                      "on" if r["activation_checkpointing"] else "off", _figure(r["step_time_s"]),
-                      _figure(r["tflops_per_device"]), _percent(r["mfu"]), _figure(r["aggregate_pflops"]),
+                      "on" if r["activation_checkpointing"] else "off", figure_text(r["step_time_s"]),
+                      figure_text(r["tflops_per_device"]), _percent(r["mfu"]), figure_text(r["aggregate_pflops"]),
                       *(f"{100 * r[p] / r['step_time_s']:.1f}" for p in parts), f"{memory:,.1f}", fits])  # fmt: skip
     first = rows[0]
     dtype = SHORT_DTYPE.get(first["dtype"], first["dtype"])
