@@ -1,5 +1,5 @@
 """`harness results` on real runs of this machine: list with damaged runs, compare, baseline,
-regress catching a run slowed by busy loops and passing an equal rerun, query, export, trend,
+regress catching a run slowed by busy loops and passing the baseline's own rows, query, export, trend,
 and a sweep's id and summary."""
 
 from __future__ import annotations
@@ -67,10 +67,14 @@ def test_compare_baseline_and_regress_catch_a_slower_run(runs: dict[str, Path], 
     assert json.loads((run_dir / "manifest.json").read_text())["task"] == "results compare"
     named = results("baseline", str(runs["base"]), "results.name=cpu-vm", f"results.dir={runs['dir']}")
     assert named.returncode == 0 and "baseline cpu-vm" in named.stdout, named.stderr
-    # the same run again passes; the one slowed by busy loops on every core is caught (exit 1)
+    # The baseline's own rows pass (ratio 1 on every metric); the run slowed by busy loops on every
+    # core is caught (exit 1). An unloaded rerun is not used for the pass: on a shared 2-core CI VM
+    # two back-to-back runs of this GEMM differed by 41 %, more than any tolerance that still
+    # catches the slowed run with margin.
     tolerance = "results.tolerance=0.25"
-    equal = results("regress", str(runs["equal"]), "results.baseline=cpu-vm", tolerance, f"results.dir={runs['dir']}")
-    assert equal.returncode == 0, equal.stdout + equal.stderr
+    same = results("regress", str(runs["base"]), "results.baseline=cpu-vm", tolerance, f"results.dir={runs['dir']}")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "pass: 0 of 2 metrics" in same.stdout, same.stdout
     slow = results("regress", str(runs["slow"]), "results.baseline=cpu-vm", tolerance, f"results.dir={runs['dir']}")
     assert slow.returncode == 1, slow.stdout + slow.stderr
     assert "REGRESSION gemm.tflops [dtype=float32 m=768 n=768 k=768 rank=0]" in slow.stdout
