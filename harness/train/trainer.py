@@ -10,7 +10,8 @@ import resource
 import signal
 import statistics
 import time
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,42 @@ class Trainer:
     hfu_fpt: int
     """Hardware FLOPs per token (with recompute)."""
     peak: float | None
+
+
+MEDIAN_KEYS = ("step_time_s", "tokens_per_s", "tokens_per_s_per_device", "tflops_per_device", "mfu", "hfu")
+"""The figures of a step that the summary gives the median of."""
+
+
+@dataclass
+class StepFigures:
+    """What the summary needs of every step, whatever train.log_every records: the figures of
+    MEDIAN_KEYS after warmup, 8 bytes each (a million steps cost about 50 MB), the steps whose
+    loss was not finite, the peak memory and the last step's row."""
+
+    values: dict[str, array] = field(default_factory=lambda: {key: array("d") for key in MEDIAN_KEYS})
+    failed: list[int] = field(default_factory=list)
+    peak_memory_bytes: int = 0
+    last: dict[str, Any] | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Take one step's `train` row."""
+        if not row["passed"]:
+            self.failed.append(row["step"])
+        self.peak_memory_bytes = max(self.peak_memory_bytes, row["peak_memory_bytes"])
+        self.last = row
+        if not row["warmup"]:
+            for key, values in self.values.items():
+                values.append(math.nan if row[key] is None else row[key])
+
+    @property
+    def measured(self) -> int:
+        """Steps after warmup."""
+        return len(self.values["step_time_s"])
+
+    def median(self, key: str) -> float | None:
+        """The median of `key` over the steps after warmup (None where no step had it)."""
+        known = [v for v in self.values[key] if not math.isnan(v)]
+        return statistics.median(known) if known else None
 
 
 def peak_memory(device: torch.device) -> int:
@@ -117,7 +154,8 @@ def _already_complete(record: RunRecord | None, step: int, steps: int) -> Outcom
 def _loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, tr: Trainer, stop_after: int) -> Outcome:
     t = cfg.train
     ckpt_dir = Path(t.ckpt_dir)
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []  # the recorded steps (every train.log_every-th and the last)
+    figures = StepFigures()  # every step, for the summary
     last = tr.start
     global_batch = tr.tokens_per_step // t.seq_len
 
@@ -133,8 +171,9 @@ def _loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, tr: Traine
             message = f"preempted ({', '.join(_stop) or 'a peer was signalled'}) after step {last}; checkpoint saved"
             if record:
                 record.update(step=last)
-            return Outcome("interrupted", message, EXIT_PREEMPTED, summary_printer(record, rows, tr.layout))
+            return Outcome("interrupted", message, EXIT_PREEMPTED, summary_printer(record, rows, figures, tr.layout))
         row = _step(cfg, ctx, tr, step)
+        figures.add(row)
         last = step
         if record and (step % t.log_every == 0 or step == t.steps or step == stop_after):
             rows.append(row)
@@ -148,7 +187,7 @@ def _loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, tr: Traine
             save(step)
         if step == cfg.debug.preempt_at_step and ctx.rank == cfg.debug.fault_rank:
             os.kill(os.getpid(), signal.SIGUSR1)
-    return _finish(record, rows, tr, last, stopped_early=stop_after < t.steps)
+    return _finish(record, rows, figures, tr, last, stopped_early=stop_after < t.steps)
 
 
 def _step(cfg: RunConfig, ctx: DistContext, tr: Trainer, step: int) -> dict[str, Any]:
@@ -173,23 +212,22 @@ def _step(cfg: RunConfig, ctx: DistContext, tr: Trainer, step: int) -> dict[str,
     return row
 
 
-def _finish(record: RunRecord | None, rows: list[dict[str, Any]], tr: Trainer, last: int, *,
+def _finish(record: RunRecord | None, rows: list[dict[str, Any]], figures: StepFigures, tr: Trainer, last: int, *,
             stopped_early: bool) -> Outcome:  # fmt: skip
     if record:
         record.update(step=last)
-        summary = summary_row(rows, tr.layout)
+        summary = summary_row(figures, tr.layout)
         if summary:
             summary["stopped_at_step"] = last if stopped_early else None
             record.add_rows([summary])
             record.update(summary={"train": summary})
-    failed = [r["step"] for r in rows if not r["passed"]]
-    if failed:
-        message = f"non-finite loss at steps {failed[:5]}"
-        return Outcome("failed", message, EXIT_FAILED, summary_printer(record, rows, tr.layout))
+    if figures.failed:
+        message = f"non-finite loss at steps {figures.failed[:5]}"
+        return Outcome("failed", message, EXIT_FAILED, summary_printer(record, rows, figures, tr.layout))
     if stopped_early and record:
         display.note(f"stopped after step {last} (train.exit_after_step), checkpoint saved; "
                      "the same command with train.exit_after_step=0 continues the schedule")  # fmt: skip
-    return Outcome("ok", None, EXIT_OK, summary_printer(record, rows, tr.layout))
+    return Outcome("ok", None, EXIT_OK, summary_printer(record, rows, figures, tr.layout))
 
 
 def _sync(ctx: DistContext) -> None:
@@ -214,26 +252,19 @@ def step_row(step: int, loss: float, result: Any, seconds: float, tr: Trainer, w
     }  # fmt: skip
 
 
-def summary_row(rows: list[dict[str, Any]], layout: Layout) -> dict[str, Any] | None:
-    """Medians over the steps after warmup (at least 10 are wanted for a figure to quote), the
-    layout and its pipeline bubble (the idle fraction of a step, (p−1)/(m+p−1), or
+def summary_row(figures: StepFigures, layout: Layout) -> dict[str, Any] | None:
+    """Medians over every step after warmup, logged or not (at least 10 are wanted for a figure
+    to quote), the layout and its pipeline bubble (the idle fraction of a step, (p−1)/(m+p−1), or
     (p−1)/(v·m+p−1) interleaved)."""
-    measured = [r for r in rows if not r["warmup"]]
-    if not measured:
+    if not figures.measured or figures.last is None:
         return None
-
-    def med(key: str) -> float | None:
-        values = [r[key] for r in measured if r[key] is not None]
-        return statistics.median(values) if values else None
-
+    last = figures.last
     return {
-        "kind": "train_summary", "steps_measured": len(measured), "enough_steps": len(measured) >= 10,
-        "step_time_s": med("step_time_s"), "tokens_per_s": med("tokens_per_s"),
-        "tokens_per_s_per_device": med("tokens_per_s_per_device"), "tflops_per_device": med("tflops_per_device"),
-        "mfu": med("mfu"), "hfu": med("hfu"), "final_loss": rows[-1]["loss"],
-        "peak_memory_bytes": max(r["peak_memory_bytes"] for r in rows), "world_size": rows[-1]["world_size"],
+        "kind": "train_summary", "steps_measured": figures.measured, "enough_steps": figures.measured >= 10,
+        **{key: figures.median(key) for key in MEDIAN_KEYS}, "final_loss": last["loss"],
+        "peak_memory_bytes": figures.peak_memory_bytes, "world_size": last["world_size"],
         **layout.to_row(), "layout": layout.describe(), "pipeline_bubble": bubble_fraction(layout),
-        "passed": all(r["passed"] for r in rows),
+        "passed": not figures.failed,
     }  # fmt: skip
 
 
@@ -248,11 +279,12 @@ def step_line(row: dict[str, Any], steps: int, eta_s: float) -> str:
             + f"  ETA {int(eta_s) // 60:02d}:{int(eta_s) % 60:02d}")  # fmt: skip
 
 
-def summary_printer(record: RunRecord | None, rows: list[dict[str, Any]], layout: Layout) -> Any:
-    """What rank 0 prints after the record is closed: first and last loss, medians."""
+def summary_printer(record: RunRecord | None, rows: list[dict[str, Any]], figures: StepFigures,
+                    layout: Layout) -> Any:  # fmt: skip
+    """What rank 0 prints after the record is closed: first and last recorded loss, medians."""
 
     def show() -> None:
-        summary = summary_row(rows, layout) if rows else None
+        summary = summary_row(figures, layout)
         floor = (record.manifest.get("train") or {}).get("entropy_floor_nats") if record else None
         if rows:
             target = f" (floor {floor:.3f})" if floor is not None else ""

@@ -22,7 +22,7 @@ from harness.train.mesh import mesh_record
 from harness.train.model import Transformer, init_weights, materialize
 from harness.train.pipeline import cut, stage_ids, stage_ranges
 from harness.train.task import model_shape
-from harness.train.trainer import summary_row
+from harness.train.trainer import StepFigures, summary_row
 from tests.helpers import prepare
 
 TINY4 = ["model.n_layers=4", "train.global_batch=4", "train.micro_batch=1", "train.seq_len=32"]
@@ -155,7 +155,9 @@ def test_summary_gives_the_pipeline_bubble(layout: Layout, bubble: float) -> Non
     row = {"kind": "train", "step": 3, "loss": 5.0, "step_time_s": 1.0, "tokens_per_s": 128.0,
            "tokens_per_s_per_device": 64.0, "tflops_per_device": 0.1, "mfu": None, "hfu": None,
            "peak_memory_bytes": 1, "world_size": 2, "warmup": False, "passed": True}  # fmt: skip
-    summary = summary_row([row], layout)
+    figures = StepFigures()
+    figures.add(row)
+    summary = summary_row(figures, layout)
     assert summary["pipeline_bubble"] == pytest.approx(bubble)
     assert summary["pp"] == layout.pp and summary["layout"] == layout.describe()
 
