@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -13,6 +14,8 @@ import pytest
 from harness.results import RunRecord, close_if_unfinished, validate_manifest, validate_row
 from harness.results.atomic import write_atomic
 from harness.results.provenance import REDACTED, environment, is_secret_name, redact
+from harness.results.read import iter_runs
+from harness.results.run import RecordError
 
 GEMM_ROW = {"kind": "gemm", "dtype": "float32", "m": 8, "n": 8, "k": 8, "time_us": 1.0, "time_us_min": 0.9,
             "time_us_max": 1.2, "tflops": 0.001, "rel_error": 1e-7, "tolerance": 1e-4, "passed": True, "rank": 0,
@@ -100,6 +103,51 @@ def test_close_if_unfinished(tmp_path: Path) -> None:
     assert (manifest["status"], manifest["error"]) == ("failed", "rank 0 was killed")
     assert not close_if_unfinished(record.path, "interrupted", "again")  # a finished record stays as it is
     assert not close_if_unfinished(tmp_path / "nothing-here", "failed", "x")
+
+
+def test_rows_are_appended_not_rewritten(tmp_path: Path) -> None:
+    # A rewrite per call made a long training run quadratic: the file must only grow.
+    record = make(tmp_path)
+    record.add_rows([GEMM_ROW])
+    rows_file = record.path / "rows.jsonl"
+    with open(rows_file) as held:  # a rewrite would replace the file this handle reads
+        for rank in range(1, 4):
+            record.add_rows([{**GEMM_ROW, "rank": rank}])
+        assert [json.loads(line)["rank"] for line in held.read().splitlines()] == [0, 1, 2, 3]
+    record.finish("ok")
+    assert json.loads((record.path / "manifest.json").read_text())["rows"] == 4
+
+
+def test_a_failed_append_leaves_no_part_of_its_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    record = make(tmp_path)
+    record.add_rows([GEMM_ROW])
+    before = (record.path / "rows.jsonl").read_bytes()
+    real_write = os.write
+
+    def half_then_full(fd: int, data: bytes) -> int:  # the disk fills half-way through the rows
+        if len(data) > 10:
+            real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(RecordError, match="No space left on device"):
+        record.add_rows([{**GEMM_ROW, "rank": 1}, {**GEMM_ROW, "rank": 2}])
+    monkeypatch.undo()
+    assert (record.path / "rows.jsonl").read_bytes() == before and len(record.rows) == 1
+
+
+def test_a_torn_last_row_is_dropped_when_the_run_is_closed(tmp_path: Path) -> None:
+    record = make(tmp_path)
+    record.add_rows([GEMM_ROW, {**GEMM_ROW, "rank": 1}])
+    with open(record.path / "rows.jsonl", "a") as fh:  # rank 0 died in the middle of a row
+        fh.write(json.dumps({**GEMM_ROW, "rank": 2})[:40])
+    assert len(RunRecord.load(record.path).rows) == 2
+    assert close_if_unfinished(record.path, "failed", "rank 0 was killed")
+    manifest = json.loads((record.path / "manifest.json").read_text())
+    assert manifest["rows"] == 2 and any("cut off mid-write" in n for n in manifest["notes"])
+    assert (record.path / "rows.jsonl").read_text().endswith("\n")
+    (entry,) = [run for run in iter_runs(tmp_path)]
+    assert entry.damage is None and entry.rows == 2
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
