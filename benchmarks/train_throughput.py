@@ -235,11 +235,14 @@ def main() -> None:
                             profiles[(engine, flag)] = found.get("profile", "")
     print(f"model {args.model}, 2 CPU ranks (gloo), micro-batch {args.micro_batch} x seq {args.seq_len}, "
           f"{args.steps} steps (median after {WARMUP} warmup steps), median of {args.trials} trials")  # fmt: skip
-    print(f"{'engine':<12} {'bare tok/s':>11} {'harness tok/s':>14} {'harness/bare':>13}"
+    print(f"{'engine':<12} {'bare tok/s':>11} {'harness tok/s':>14} {'harness/bare':>13} {'trial ratios':>20}"
           + (f" {'bare deterministic':>19} {'slowdown':>9}" if args.deterministic else ""))  # fmt: skip
     for engine, r in results.items():
         bare, harness = statistics.median(r["bare"]), statistics.median(r["harness"])
-        line = f"{engine:<12} {bare:>11,.0f} {harness:>14,.0f} {harness / bare:>13.3f}"
+        # each trial's harness/bare: the spread says how far one trial's figure can be trusted
+        ratios = [h / b for h, b in zip(r["harness"], r["bare"], strict=True)]
+        spread = f"{min(ratios):.3f}-{max(ratios):.3f}"
+        line = f"{engine:<12} {bare:>11,.0f} {harness:>14,.0f} {harness / bare:>13.3f} {spread:>20}"
         if args.deterministic:
             det = statistics.median(r["bare_det"])
             line += f" {det:>19,.0f} {bare / det:>8.1f}x"
