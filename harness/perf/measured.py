@@ -109,9 +109,13 @@ def _train_case(run: MeasuredRun, key: str) -> TrainCase:
                         micro_batch=micro, dtype=str(train.get("dtype") or "float32"),
                         activation_checkpointing=bool(train.get("activation_checkpointing")))  # fmt: skip
     nodes = max(1, int(run.rows[0].get("nodes") or 1))
+    # The summary's median covers every step after warmup; the train rows only the recorded ones
+    # (every train.log_every-th), so they stand in only for a run without a summary.
+    summary = next((r for r in run.rows if row_kind(r) == "train_summary" and r.get("step_time_s")), None)
+    measured = float(summary["step_time_s"]) if summary else statistics.median(steps)
     return TrainCase(run=run.name, engine=name, shape=shape_from_mapping(config["model"]), layout=layout,
                      workload=workload, ranks_per_node=max(1, world // nodes), threads=run.rows[0].get("threads_used"),
-                     measured_s=statistics.median(steps))  # fmt: skip
+                     measured_s=measured)  # fmt: skip
 
 
 def base_device(profile: Profile, calibration: Calibration | None, *, gpus_per_node: int) -> Device:

@@ -78,9 +78,17 @@ class RunRecord:
     path: Path
     manifest: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    """The rows `load` read back. A writer does not keep the rows it adds (a long run would hold
+    every step's row in memory): it counts them."""
     _log: Any = field(default=None, repr=False)
     _lock: Any = field(default_factory=threading.RLock, repr=False)
     _beat: Any = field(default=None, repr=False)
+    _n_rows: int = field(default=0, repr=False)
+    _n_failed: int = field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._n_rows = len(self.rows)
+        self._n_failed = sum(1 for row in self.rows if row.get("passed") is False)
 
     @property
     def run_id(self) -> str:
@@ -145,7 +153,12 @@ class RunRecord:
 
         def beat() -> None:
             while not stop.wait(interval_s):
-                with contextlib.suppress(OSError):  # a full disk: the next stamp may get through
+                # Under the lock, and only while the record is open: a stamp computed before
+                # finish and written after it would put stale counts over the final manifest.
+                with self._lock, contextlib.suppress(OSError):  # a full disk: the next stamp may get through
+                    if stop.is_set():
+                        return
+                    _sync(self.path / ROWS)
                     self.update(heartbeat_at=utc_now(), **self._counts())
 
         stop = threading.Event()
@@ -166,11 +179,11 @@ class RunRecord:
         """Append rows (each validated against the row schema) to rows.jsonl.
 
         One write of whole lines, so a step's row costs the same at step 100,000 as at step 1
-        (rewriting the file each time made a long run quadratic), and a crash leaves at most a
-        torn last line, which readers report and `close_if_unfinished` drops. A write that fails
-        (a full disk) is cut back to the rows before it. The manifest's row counts are written
-        by the heartbeat and by `finish`, not per call: readers count a running run's rows from
-        the file."""
+        (rewriting the file each time made a long run quadratic), and a process that dies leaves
+        at most a torn last line, which readers report and `close_if_unfinished` drops. A write
+        that fails (a full disk) is cut back to the rows before it. The file is synced to disk
+        with each heartbeat and at `finish`, which also write the manifest's row counts: readers
+        count a running run's rows from the file."""
         new = []
         for row in rows:
             row = _finite({"run_id": self.run_id, **row})
@@ -178,13 +191,20 @@ class RunRecord:
             new.append(row)
         data = "".join(json.dumps(row, default=str) + "\n" for row in new).encode("utf-8")
         with self._lock, _guard(self.path, f"write {ROWS}"):
-            _append(self.path / ROWS, data)
-            self.rows.extend(new)
+            # Counted first, uncounted if the write fails: a signal between the two must not
+            # leave rows on disk that the manifest does not count.
+            self._n_rows += len(new)
+            self._n_failed += sum(1 for row in new if not row["passed"])
+            try:
+                _append(self.path / ROWS, data)
+            except BaseException:
+                self._n_rows -= len(new)
+                self._n_failed -= sum(1 for row in new if not row["passed"])
+                raise
 
     def _counts(self) -> dict[str, int]:
         """The manifest's `rows` and `failed_rows`."""
-        with self._lock:
-            return {"rows": len(self.rows), "failed_rows": sum(1 for row in self.rows if not row["passed"])}
+        return {"rows": self._n_rows, "failed_rows": self._n_failed}
 
     def add_file(self, name: str, data: bytes) -> None:
         """Write a further file (a plot) into the run directory, atomically, and list it."""
@@ -219,13 +239,16 @@ class RunRecord:
         if reason is None:
             reason = {"ok": "ok", "interrupted": "interrupted"}.get(status, "failed")
         if self._beat is not None:
-            self._beat.set()
+            with self._lock:  # a stamp under way ends first; none starts after this
+                self._beat.set()
         self.close_log()
         final = {"status": status, "finished_at": utc_now(), "error": error, "exit_code": exit_code, "reason": reason,
                  **self._counts()}  # fmt: skip
         try:
-            if not (self.path / ROWS).exists():
-                with _guard(self.path, f"write {ROWS}"):
+            with _guard(self.path, f"write {ROWS}"):
+                if (self.path / ROWS).exists():
+                    _sync(self.path / ROWS)  # the rows on disk before a manifest that counts them
+                else:
                     write_jsonl_atomic(self.path / ROWS, self.rows)
             self.update(**final)
         except RecordError as exc:
@@ -288,36 +311,66 @@ class RunRecord:
 
 
 def _append(path: Path, data: bytes) -> None:
-    """Append `data` to `path` (made if need be) in one O_APPEND write; on an error, cut the file
-    back to its size before, so that no part of `data` stays."""
+    """Append `data` to `path` (made if need be) in one O_APPEND write; on an error, even one
+    that close reports (a delayed write error), cut the file back to its size before, so that
+    no part of `data` stays."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    before = os.fstat(fd).st_size
     try:
-        before = os.fstat(fd).st_size
-        try:
-            view = memoryview(data)
-            while view:  # a regular file takes it all in one write unless the disk fills
-                view = view[os.write(fd, view) :]
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, before)
-            raise
+        view = memoryview(data)
+        while view:  # a regular file takes it all in one write unless the disk fills
+            view = view[os.write(fd, view) :]
+        os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, before)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+
+
+def _sync(path: Path) -> None:
+    """fsync a file if it exists (rows.jsonl is appended to without: once per heartbeat and at
+    finish is enough to survive a node crash with all but the last seconds' rows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
 
 
 def drop_torn_row(path: str | Path) -> bool:
     """Cut a torn last line (no newline: its writer died mid-write) off a run's rows.jsonl. True
-    when one was cut."""
+    when one was cut. Reads only the file's tail (a row is far shorter than TAIL_BYTES)."""
     rows_file = Path(path) / ROWS
-    try:
-        data = rows_file.read_bytes()
-    except FileNotFoundError:
-        return False
-    if not data or data.endswith(b"\n"):
-        return False
-    with open(rows_file, "r+b") as fh:
-        fh.truncate(data.rfind(b"\n") + 1)
-    return True
+    with _guard(Path(path), f"repair {ROWS}"):
+        try:
+            fh = open(rows_file, "r+b")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            return False
+        with fh:
+            size = fh.seek(0, os.SEEK_END)
+            end = size
+            while end > 0:
+                start = max(0, end - TAIL_BYTES)
+                fh.seek(start)
+                chunk = fh.read(end - start)
+                if end == size and chunk.endswith(b"\n"):
+                    return False  # whole rows only
+                newline = chunk.rfind(b"\n")
+                if newline >= 0:
+                    fh.truncate(start + newline + 1)
+                    return True
+                end = start
+            fh.truncate(0)  # one torn row and nothing before it
+            return size > 0
+
+
+TAIL_BYTES = 1 << 16
+"""How much of rows.jsonl `drop_torn_row` reads at a time, from the end."""
 
 
 def close_if_unfinished(path: str | Path, status: str, error: str, *, exit_code: int | None = None) -> bool:

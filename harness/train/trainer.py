@@ -11,6 +11,7 @@ import signal
 import statistics
 import time
 from array import array
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ class Trainer:
     peak: float | None
 
 
+ETA_WINDOW = 50
+"""Recorded steps whose median step time gives the ETA."""
 MEDIAN_KEYS = ("step_time_s", "tokens_per_s", "tokens_per_s_per_device", "tflops_per_device", "mfu", "hfu")
 """The figures of a step that the summary gives the median of."""
 
@@ -154,8 +157,9 @@ def _already_complete(record: RunRecord | None, step: int, steps: int) -> Outcom
 def _loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, tr: Trainer, stop_after: int) -> Outcome:
     t = cfg.train
     ckpt_dir = Path(t.ckpt_dir)
-    rows: list[dict[str, Any]] = []  # the recorded steps (every train.log_every-th and the last)
+    ends: list[dict[str, Any]] = []  # the first and the latest recorded row, for the closing lines
     figures = StepFigures()  # every step, for the summary
+    recent: deque[float] = deque(maxlen=ETA_WINDOW)  # the latest recorded step times, for the ETA
     last = tr.start
     global_batch = tr.tokens_per_step // t.seq_len
 
@@ -171,23 +175,25 @@ def _loop(cfg: RunConfig, ctx: DistContext, record: RunRecord | None, tr: Traine
             message = f"preempted ({', '.join(_stop) or 'a peer was signalled'}) after step {last}; checkpoint saved"
             if record:
                 record.update(step=last)
-            return Outcome("interrupted", message, EXIT_PREEMPTED, summary_printer(record, rows, figures, tr.layout))
+            return Outcome("interrupted", message, EXIT_PREEMPTED, summary_printer(record, ends, figures, tr.layout))
         row = _step(cfg, ctx, tr, step)
         figures.add(row)
         last = step
         if record and (step % t.log_every == 0 or step == t.steps or step == stop_after):
-            rows.append(row)
+            ends[:] = [ends[0], row] if ends else [row]
             record.add_rows([row])
             if tr.logger:
                 tr.logger.log(step, row)
-            # ETA from the median step time so far: one slow step does not swing it.
-            eta = statistics.median(r["step_time_s"] for r in rows) * (stop_after - step)
+            # ETA from the median of the latest step times: one slow step does not swing it, and
+            # its cost does not grow with the run.
+            recent.append(row["step_time_s"])
+            eta = statistics.median(recent) * (stop_after - step)
             display.console.print(step_line(row, t.steps, eta), markup=False)
         if (t.ckpt_every and step % t.ckpt_every == 0) or (step == stop_after < t.steps):
             save(step)
         if step == cfg.debug.preempt_at_step and ctx.rank == cfg.debug.fault_rank:
             os.kill(os.getpid(), signal.SIGUSR1)
-    return _finish(record, rows, figures, tr, last, stopped_early=stop_after < t.steps)
+    return _finish(record, ends, figures, tr, last, stopped_early=stop_after < t.steps)
 
 
 def _step(cfg: RunConfig, ctx: DistContext, tr: Trainer, step: int) -> dict[str, Any]:
@@ -212,7 +218,7 @@ def _step(cfg: RunConfig, ctx: DistContext, tr: Trainer, step: int) -> dict[str,
     return row
 
 
-def _finish(record: RunRecord | None, rows: list[dict[str, Any]], figures: StepFigures, tr: Trainer, last: int, *,
+def _finish(record: RunRecord | None, ends: list[dict[str, Any]], figures: StepFigures, tr: Trainer, last: int, *,
             stopped_early: bool) -> Outcome:  # fmt: skip
     if record:
         record.update(step=last)
@@ -221,13 +227,15 @@ def _finish(record: RunRecord | None, rows: list[dict[str, Any]], figures: StepF
             summary["stopped_at_step"] = last if stopped_early else None
             record.add_rows([summary])
             record.update(summary={"train": summary})
-    if figures.failed:
+    # Rank 0 judges the run, as it does every check; the others end ok, so that their exit does
+    # not make a launcher tear rank 0 down while it closes the record.
+    if figures.failed and record is not None:
         message = f"non-finite loss at steps {figures.failed[:5]}"
-        return Outcome("failed", message, EXIT_FAILED, summary_printer(record, rows, figures, tr.layout))
+        return Outcome("failed", message, EXIT_FAILED, summary_printer(record, ends, figures, tr.layout))
     if stopped_early and record:
         display.note(f"stopped after step {last} (train.exit_after_step), checkpoint saved; "
                      "the same command with train.exit_after_step=0 continues the schedule")  # fmt: skip
-    return Outcome("ok", None, EXIT_OK, summary_printer(record, rows, figures, tr.layout))
+    return Outcome("ok", None, EXIT_OK, summary_printer(record, ends, figures, tr.layout))
 
 
 def _sync(ctx: DistContext) -> None:
@@ -279,17 +287,17 @@ def step_line(row: dict[str, Any], steps: int, eta_s: float) -> str:
             + f"  ETA {int(eta_s) // 60:02d}:{int(eta_s) % 60:02d}")  # fmt: skip
 
 
-def summary_printer(record: RunRecord | None, rows: list[dict[str, Any]], figures: StepFigures,
+def summary_printer(record: RunRecord | None, ends: list[dict[str, Any]], figures: StepFigures,
                     layout: Layout) -> Any:  # fmt: skip
     """What rank 0 prints after the record is closed: first and last recorded loss, medians."""
 
     def show() -> None:
         summary = summary_row(figures, layout)
         floor = (record.manifest.get("train") or {}).get("entropy_floor_nats") if record else None
-        if rows:
+        if ends:
             target = f" (floor {floor:.3f})" if floor is not None else ""
-            display.console.print(f"train: loss {rows[0]['loss']:.4f} at step {rows[0]['step']} -> "
-                                  f"{rows[-1]['loss']:.4f} at step {rows[-1]['step']}{target}")  # fmt: skip
+            display.console.print(f"train: loss {ends[0]['loss']:.4f} at step {ends[0]['step']} -> "
+                                  f"{ends[-1]['loss']:.4f} at step {ends[-1]['step']}{target}")  # fmt: skip
         if summary:
             mfu = f", MFU {summary['mfu']:.1%}" if summary["mfu"] is not None else ", MFU unknown (no datasheet peak)"
             bubble = f", pipeline bubble {summary['pipeline_bubble']:.1%}" if layout.pp > 1 else ""

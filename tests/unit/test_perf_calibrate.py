@@ -23,6 +23,7 @@ from harness.perf.calibrate import (
 )
 from harness.perf.device import device_from_profile
 from harness.perf.layout import Layout
+from harness.perf.measured import train_case
 from harness.perf.shape import ModelShape
 from harness.perf.step import estimate_step
 from harness.perf.workload import Workload
@@ -162,3 +163,15 @@ def test_a_cpu_is_projected_from_calibration_alone() -> None:
     assert one.mfu is None and two.dp_comm_exposed_s > 0 and two.step_time_s < one.step_time_s
     with pytest.raises(ConfigError, match="needs gemm calibration rows"):
         device_from_calibration(calibrate(collective_rows("all_reduce", 30e-6, 1.8)))
+
+
+def test_a_train_run_is_timed_by_its_summary_over_every_step(tmp_path: Path) -> None:
+    # With train.log_every=5 the recorded rows are every 5th step; the summary's median covers all.
+    config = {"model": {"vocab_size": 256, "dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 4, "ffn_dim": 128},
+              "train": {"seq_len": 32, "micro_batch": 2}, "engine": {"name": "ddp"}}  # fmt: skip
+    rows = [{"kind": "train", "step": s, "step_time_s": 0.9, "warmup": False, "passed": True} for s in (5, 10)]
+    summary = {"kind": "train_summary", "step_time_s": 0.25, "passed": True}
+    case = train_case(read_measured(write_run(tmp_path / "summary", [*rows, summary], task="train", config=config)))
+    assert case.measured_s == 0.25
+    older = train_case(read_measured(write_run(tmp_path / "rows", rows, task="train", config=config)))
+    assert older.measured_s == 0.9  # a run recorded without a summary: its rows

@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 
 from harness.results import RunRecord, close_if_unfinished, validate_manifest, validate_row
+from harness.results import run as run_module
 from harness.results.atomic import write_atomic
 from harness.results.provenance import REDACTED, environment, is_secret_name, redact
 from harness.results.read import iter_runs
@@ -133,10 +134,15 @@ def test_a_failed_append_leaves_no_part_of_its_rows(tmp_path: Path, monkeypatch:
     with pytest.raises(RecordError, match="No space left on device"):
         record.add_rows([{**GEMM_ROW, "rank": 1}, {**GEMM_ROW, "rank": 2}])
     monkeypatch.undo()
-    assert (record.path / "rows.jsonl").read_bytes() == before and len(record.rows) == 1
+    assert (record.path / "rows.jsonl").read_bytes() == before
+    record.finish("failed", "disk full")
+    assert json.loads((record.path / "manifest.json").read_text())["rows"] == 1
 
 
-def test_a_torn_last_row_is_dropped_when_the_run_is_closed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tail_bytes", [1 << 16, 16])  # the torn row found in one read, or over several
+def test_a_torn_last_row_is_dropped_when_the_run_is_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           tail_bytes: int) -> None:  # fmt: skip
+    monkeypatch.setattr(run_module, "TAIL_BYTES", tail_bytes)
     record = make(tmp_path)
     record.add_rows([GEMM_ROW, {**GEMM_ROW, "rank": 1}])
     with open(record.path / "rows.jsonl", "a") as fh:  # rank 0 died in the middle of a row

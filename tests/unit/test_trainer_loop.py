@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from harness import load
 from harness.dist import DistContext, LaunchEnv
 from harness.perf.layout import Layout
 from harness.results import RunRecord
+from harness.tasks import Outcome
 from harness.train.engines.base import StepResult
 from harness.train.task import model_shape
 from harness.train.trainer import StepFigures, Trainer, loop, summary_row
@@ -41,34 +43,40 @@ class TimedEngine:
 
 
 class Batches:
+    """Batches whose content the timed engine never reads."""
+
     def batch(self, step: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long)
 
 
 @pytest.fixture
-def world(tmp_path: Path):
+def world(tmp_path: Path) -> Iterator[DistContext]:
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
     yield DistContext(LaunchEnv("local", 0, 1, 0, 1), torch.device("cpu"), "gloo")
     dist.destroy_process_group()
 
 
-def run(tmp_path: Path, ctx: DistContext, engine: TimedEngine) -> tuple[object, RunRecord]:
+def run(tmp_path: Path, ctx: DistContext, engine: TimedEngine, *, rank0: bool = True) -> tuple[Outcome, list[dict]]:
+    """The loop on STEPS steps; the outcome and the rows recorded (none where `rank0` is False:
+    a rank that does not record)."""
     argv = ["train", "model=tiny", f"train.steps={STEPS}", f"train.warmup_steps={WARMUP}",
             f"train.log_every={LOG_EVERY}", "train.ckpt_every=0", "train.resume=never", "launch.nproc=1",
             f"train.ckpt_dir={tmp_path / 'ck'}", f"results.dir={tmp_path / 'results'}"]  # fmt: skip
     cfg = load.load(load.parse(argv))[0].config
-    record = RunRecord.create(tmp_path / "results", task="train", config={}, launcher="local", world_size=1)
+    results = tmp_path / "results"
+    record = RunRecord.create(results, task="train", config={}, launcher="local", world_size=1) if rank0 else None
     trainer = Trainer(engine=engine, data=Batches(), shape=model_shape(cfg), layout=Layout().resolve(1),
                       logger=None, start=0, accumulation=1, tokens_per_step=4, fpt=100, hfu_fpt=100,
                       peak=None)  # fmt: skip
-    return loop(cfg, ctx, record, trainer), record
+    outcome = loop(cfg, ctx, record, trainer)
+    return outcome, RunRecord.load(record.path).rows if record else []
 
 
 def test_summary_takes_every_step_after_warmup_not_only_the_recorded_ones(tmp_path: Path, world) -> None:
-    outcome, record = run(tmp_path, world, TimedEngine())
+    outcome, rows = run(tmp_path, world, TimedEngine())
     assert outcome.status == "ok", outcome.error
-    assert [r["step"] for r in record.rows if r["kind"] == "train"] == [5, 10, 12]
-    (summary,) = [r for r in record.rows if r["kind"] == "train_summary"]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [5, 10, 12]
+    (summary,) = [r for r in rows if r["kind"] == "train_summary"]
     assert summary["steps_measured"] == STEPS - WARMUP and summary["enough_steps"]
     # 7 of the 10 measured steps are fast: their median, not the recorded (slow) steps' one
     assert summary["step_time_s"] < SLOW_S / 2, summary["step_time_s"]
@@ -77,10 +85,16 @@ def test_summary_takes_every_step_after_warmup_not_only_the_recorded_ones(tmp_pa
 
 
 def test_a_non_finite_loss_at_an_unrecorded_step_fails_the_run(tmp_path: Path, world) -> None:
-    outcome, record = run(tmp_path, world, TimedEngine(nan_at=frozenset({7})))
+    outcome, rows = run(tmp_path, world, TimedEngine(nan_at=frozenset({7})))
     assert outcome.status == "failed" and outcome.error == "non-finite loss at steps [7]"
-    (summary,) = [r for r in record.rows if r["kind"] == "train_summary"]
+    (summary,) = [r for r in rows if r["kind"] == "train_summary"]
     assert summary["passed"] is False
+
+
+def test_only_the_recording_rank_fails_the_run_on_a_non_finite_loss(tmp_path: Path, world) -> None:
+    # The others end ok: a launcher seeing them fail could tear rank 0 down while it records.
+    outcome, rows = run(tmp_path, world, TimedEngine(nan_at=frozenset({7})), rank0=False)
+    assert outcome.status == "ok" and rows == []
 
 
 def test_summary_medians_skip_unknown_figures() -> None:
