@@ -174,7 +174,7 @@ def _scan_rows(file: Path) -> tuple[list[dict[str, Any]], str | None]:
     if not bad:
         return rows, None
     if truncated and bad == [len(lines)]:
-        return rows, f"{ROWS}: last row truncated (line {bad[0]})"
+        return rows, f"{ROWS}: {TRUNCATED} (line {bad[0]})"
     more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
     return rows, f"{ROWS}: line {bad[0]}{more} not a row (not JSON or no kind)"
 
@@ -356,14 +356,20 @@ def pick_headline(
     return None
 
 
+TRUNCATED = "last row truncated"
+"""The damage of a rows.jsonl whose last line has no newline."""
+
+
 def _summary(path: Path, entry: Mapping[str, Any], kinds: Mapping[str, RowKind] | None, now: float) -> RunSummary:
-    status = entry["status"]
+    status, damage = entry["status"], entry.get("damage")
     if status == "running":
         beat = parse_time(entry.get("heartbeat_at"))
         # A writer before v3 has no heartbeat; its manifest's mtime is the last sign of life.
         last = beat.timestamp() if beat else (entry.get("manifest_mtime") or now)
         if now - last > HEARTBEAT_TIMEOUT_S:
             status = "abandoned"
+        elif damage and TRUNCATED in damage:
+            damage = None  # a live writer in the middle of appending a row: not damage (yet)
     stats = entry.get("stats") or {}
     found = pick_headline(stats, kinds) if kinds else None
     if found is None and entry.get("summary_headline"):
@@ -373,7 +379,7 @@ def _summary(path: Path, entry: Mapping[str, Any], kinds: Mapping[str, RowKind] 
         id=entry["id"], path=path, task=entry["task"], status=status, started_at=parse_time(entry.get("started_at")),
         finished_at=parse_time(entry.get("finished_at")), world_size=world, hosts=tuple(entry.get("hosts", ())),
         devices=tuple(entry.get("devices", ())), sweep_id=entry.get("sweep_id"), headline=found,
-        damage=entry.get("damage"), schema_version=entry.get("schema_version"), exit_code=entry.get("exit_code"),
+        damage=damage, schema_version=entry.get("schema_version"), exit_code=entry.get("exit_code"),
         reason=entry.get("reason"), git_sha=entry.get("git_sha"), rows=entry.get("rows", 0),
         files=tuple(entry.get("files", ())), config=entry.get("config", {}), row_stats=stats,
         row_types=entry.get("types") or {},

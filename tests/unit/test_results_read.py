@@ -71,6 +71,21 @@ def test_running_runs_with_a_stale_heartbeat_are_abandoned(results_dir: Path) ->
     assert runs[old_v2.name].status == "abandoned"
 
 
+def test_a_torn_last_row_is_damage_unless_its_writer_is_alive(results_dir: Path) -> None:
+    # A listing can land in the middle of a live run's append; a dead writer's torn row stays damage.
+    half = json.dumps(gemm_rows()[1])[:30]
+    live = write_run(results_dir, gemm_rows()[:1], status="running", heartbeat_at=iso_ago(5))
+    dead = write_run(results_dir, gemm_rows()[:1], status="running", heartbeat_at=iso_ago(120))
+    ended = write_run(results_dir, gemm_rows()[:1])
+    for path in (live, dead, ended):
+        with (path / "rows.jsonl").open("a") as fh:
+            fh.write(half)
+    runs = listing(results_dir)
+    assert runs[live.name].damage is None and runs[live.name].rows == 1
+    assert runs[dead.name].status == "abandoned" and "last row truncated" in (runs[dead.name].damage or "")
+    assert "last row truncated" in (runs[ended.name].damage or "")
+
+
 def iso_ago(seconds: float) -> str:
     from datetime import datetime, timedelta, timezone
 
